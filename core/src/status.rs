@@ -1,0 +1,152 @@
+//! The status table: every way a request can be refused, and what each means on the wire.
+//! Entries must never map one cause to two statuses, so this is the only place statuses live.
+
+/// gRPC status codes used by sandgate (numbers from the gRPC spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum GrpcCode {
+    InvalidArgument = 3,
+    NotFound = 5,
+    PermissionDenied = 7,
+    FailedPrecondition = 9,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+/// One variant per client-visible cause of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyCode {
+    MissingSandboxId,
+    InvalidSandboxId,
+    MissingPort,
+    InvalidPort,
+    MissingApiKey,
+    InvalidApiKey,
+    ExpiredApiKey,
+    Forbidden,
+    SandboxNotFound,
+    /// The sandbox's Pod is in a phase that does not serve traffic (idle, starting, failed).
+    SandboxNotReady,
+    /// The sandbox is running but its post-start set-up has not armed it yet.
+    SandboxNotArmed,
+    /// The Pod exists and is in a serving phase but has no IP yet.
+    SandboxNoIp,
+    /// A route names a Pod the resolver cannot see (not created yet, or gone).
+    SandboxPodMissing,
+    /// The routed Pod now carries another sandbox id (it was released and reused).
+    SandboxReassigned,
+    ResolverUnavailable,
+}
+
+impl DenyCode {
+    pub const ALL: [DenyCode; 15] = [
+        DenyCode::MissingSandboxId,
+        DenyCode::InvalidSandboxId,
+        DenyCode::MissingPort,
+        DenyCode::InvalidPort,
+        DenyCode::MissingApiKey,
+        DenyCode::InvalidApiKey,
+        DenyCode::ExpiredApiKey,
+        DenyCode::Forbidden,
+        DenyCode::SandboxNotFound,
+        DenyCode::SandboxNotReady,
+        DenyCode::SandboxNotArmed,
+        DenyCode::SandboxNoIp,
+        DenyCode::SandboxPodMissing,
+        DenyCode::SandboxReassigned,
+        DenyCode::ResolverUnavailable,
+    ];
+
+    /// (HTTP status, JSON code, gRPC code): the single source of truth for all three.
+    const fn row(self) -> (u16, &'static str, GrpcCode) {
+        use DenyCode::*;
+        match self {
+            MissingSandboxId => (400, "missing_sandbox_id", GrpcCode::InvalidArgument),
+            InvalidSandboxId => (400, "invalid_sandbox_id", GrpcCode::InvalidArgument),
+            MissingPort => (400, "missing_port", GrpcCode::InvalidArgument),
+            InvalidPort => (400, "invalid_port", GrpcCode::InvalidArgument),
+            MissingApiKey => (401, "missing_api_key", GrpcCode::Unauthenticated),
+            InvalidApiKey => (401, "invalid_api_key", GrpcCode::Unauthenticated),
+            ExpiredApiKey => (401, "expired_api_key", GrpcCode::Unauthenticated),
+            Forbidden => (403, "forbidden", GrpcCode::PermissionDenied),
+            SandboxNotFound => (404, "sandbox_not_found", GrpcCode::NotFound),
+            SandboxNotReady => (502, "sandbox_not_ready", GrpcCode::FailedPrecondition),
+            SandboxNotArmed => (502, "sandbox_not_armed", GrpcCode::FailedPrecondition),
+            SandboxNoIp => (502, "sandbox_no_ip", GrpcCode::FailedPrecondition),
+            SandboxPodMissing => (502, "sandbox_pod_missing", GrpcCode::FailedPrecondition),
+            SandboxReassigned => (502, "sandbox_reassigned", GrpcCode::FailedPrecondition),
+            ResolverUnavailable => (503, "resolver_unavailable", GrpcCode::Unavailable),
+        }
+    }
+
+    pub const fn http_status(self) -> u16 {
+        self.row().0
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.row().1
+    }
+
+    pub const fn grpc_code(self) -> GrpcCode {
+        self.row().2
+    }
+
+    /// Inverse of [`DenyCode::as_str`], for entries that receive the code over the wire.
+    pub fn parse(code: &str) -> Option<DenyCode> {
+        DenyCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+}
+
+impl core::fmt::Display for DenyCode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        for (i, a) in DenyCode::ALL.iter().enumerate() {
+            assert_eq!(DenyCode::parse(a.as_str()), Some(*a));
+            for b in &DenyCode::ALL[i + 1..] {
+                assert_ne!(a.as_str(), b.as_str());
+            }
+        }
+        assert_eq!(DenyCode::parse("nope"), None);
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use DenyCode::*;
+        let expect = [
+            (400, &[MissingSandboxId, InvalidSandboxId, MissingPort, InvalidPort][..]),
+            (401, &[MissingApiKey, InvalidApiKey, ExpiredApiKey][..]),
+            (403, &[Forbidden][..]),
+            (404, &[SandboxNotFound][..]),
+            (
+                502,
+                &[
+                    SandboxNotReady,
+                    SandboxNotArmed,
+                    SandboxNoIp,
+                    SandboxPodMissing,
+                    SandboxReassigned,
+                ][..],
+            ),
+            (503, &[ResolverUnavailable][..]),
+        ];
+        let mut seen = 0;
+        for (status, codes) in expect {
+            for c in codes {
+                assert_eq!(c.http_status(), status, "{c}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, DenyCode::ALL.len(), "every code has an expected status");
+        assert_eq!(Forbidden.grpc_code() as i32, 7);
+        assert_eq!(ResolverUnavailable.grpc_code() as i32, 14);
+    }
+}

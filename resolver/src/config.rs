@@ -1,0 +1,224 @@
+//! Typed command-line configuration. Every flag has an environment-variable twin and a default
+//! that works for local use; nothing else in the crate parses flags or reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::decide::DecideConfig;
+use crate::pods::PodKeys;
+
+#[derive(Debug, Parser)]
+#[command(name = "sandgate-resolver", version, about = "The sandgate resolver: routes requests to sandbox Pods")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the resolver.
+    Serve(Box<ServeArgs>),
+    /// Talk to a running resolver's ControlPlaneService.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodSource {
+    /// Watch Pods through the Kubernetes API (in-cluster config, KUBECONFIG or --kubeconfig).
+    Kube,
+    /// Read Pods from a static YAML inventory file, reloaded when it changes.
+    Inventory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the Resolve gRPC server (the per-request callout).
+    #[arg(long, env = "SANDGATE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the ControlPlaneService gRPC server (admin key required).
+    #[arg(long, env = "SANDGATE_CONTROL_LISTEN", default_value = "127.0.0.1:50052")]
+    pub control_listen: SocketAddr,
+    /// Address of the HTTP server: /healthz, /readyz, /metrics, /v1/last-active.
+    #[arg(long, env = "SANDGATE_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
+    pub http_listen: SocketAddr,
+
+    #[arg(long, env = "SANDGATE_POD_SOURCE", value_enum, default_value = "kube")]
+    pub pod_source: PodSource,
+    /// Kubeconfig file; without it: KUBECONFIG, ~/.kube/config, then in-cluster.
+    #[arg(long, env = "SANDGATE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Static Pod inventory (with --pod-source inventory).
+    #[arg(long, env = "SANDGATE_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// Namespace to watch Pods in; all namespaces when unset.
+    #[arg(long, env = "SANDGATE_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Label selector for sandbox Pods; defaults to "has the sandbox-id label".
+    #[arg(long, env = "SANDGATE_POD_SELECTOR")]
+    pub pod_selector: Option<String>,
+
+    #[arg(long, env = "SANDGATE_SANDBOX_ID_LABEL", default_value = "agentbox.navix.sh/sandbox-id")]
+    pub sandbox_id_label: String,
+    #[arg(long, env = "SANDGATE_PHASE_LABEL", default_value = "agentbox.navix.sh/sandbox-phase")]
+    pub phase_label: String,
+    #[arg(long, env = "SANDGATE_LAST_ACTIVE_ANNOTATION", default_value = "agentbox.navix.sh/last-active")]
+    pub last_active_annotation: String,
+    #[arg(long, env = "SANDGATE_ARMED_ANNOTATION", default_value = "agentbox.navix.sh/sandbox-armed")]
+    pub armed_annotation: String,
+
+    /// On a route-cache miss, find the sandbox by its label (false: pure push model, miss = 404).
+    #[arg(long, env = "SANDGATE_INDEX_FALLBACK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub index_fallback: bool,
+    /// Route a Running Pod only once its armed annotation equals the sandbox id.
+    #[arg(long, env = "SANDGATE_ARMED_GATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub armed_gate: bool,
+
+    /// Lifetime of a pushed route (e.g. 60s, 500ms, 5m).
+    #[arg(long, env = "SANDGATE_ROUTE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub route_ttl: Duration,
+    #[arg(long, env = "SANDGATE_ROUTE_CACHE_SHARDS", default_value_t = 64)]
+    pub route_cache_shards: usize,
+    /// How often expired routes are dropped from memory.
+    #[arg(long, env = "SANDGATE_SWEEP_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+    /// How often activity of sandboxes without a Running Pod is forgotten.
+    #[arg(long, env = "SANDGATE_ACTIVITY_GC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub activity_gc_interval: Duration,
+
+    /// Admin key (repeat, or comma-separate in the env var, to accept several during rotation).
+    #[arg(long = "admin-key", env = "AGENTBOX_ADMIN_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub admin_keys: Vec<String>,
+    /// File with admin keys, one per line (e.g. a mounted Secret); reloaded when it changes.
+    #[arg(long, env = "SANDGATE_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// YAML file with tenant (and optionally admin) keys; reloaded when it changes.
+    #[arg(long, env = "SANDGATE_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Watch tenant keys in Kubernetes Secrets (only with --pod-source kube).
+    #[arg(long, env = "SANDGATE_KEY_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub key_secrets: bool,
+    /// Namespace holding the key Secrets; all namespaces when unset.
+    #[arg(long, env = "SANDGATE_KEY_SECRET_NAMESPACE")]
+    pub key_secret_namespace: Option<String>,
+    #[arg(long, env = "SANDGATE_KEY_SECRET_SELECTOR", default_value = crate::keys::secrets::DEFAULT_SELECTOR)]
+    pub key_secret_selector: String,
+    /// DEVELOPMENT ONLY: admit every request as admin, with or without a key.
+    #[arg(long, env = "SANDGATE_INSECURE_DISABLE_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_disable_auth: bool,
+
+    /// How often local files (inventory, key files) are checked for changes.
+    #[arg(long, env = "SANDGATE_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+    #[arg(long, env = "SANDGATE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    pub fn pod_keys(&self) -> PodKeys {
+        PodKeys {
+            sandbox_id_label: self.sandbox_id_label.clone(),
+            phase_label: self.phase_label.clone(),
+            last_active_annotation: self.last_active_annotation.clone(),
+            armed_annotation: self.armed_annotation.clone(),
+        }
+    }
+
+    pub fn decide_config(&self) -> DecideConfig {
+        DecideConfig {
+            index_fallback: self.index_fallback,
+            armed_gate: self.armed_gate,
+        }
+    }
+
+    pub fn pod_selector(&self) -> String {
+        self.pod_selector
+            .clone()
+            .unwrap_or_else(|| self.sandbox_id_label.clone())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// ControlPlaneService address.
+    #[arg(long, env = "SANDGATE_CONTROL_ADDR", default_value = "http://127.0.0.1:50052")]
+    pub addr: String,
+    #[arg(long, env = "AGENTBOX_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    #[command(subcommand)]
+    pub op: CtlOp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlOp {
+    /// Tell the resolver which Pod serves a sandbox.
+    Push {
+        sandbox_id: String,
+        namespace: String,
+        pod_name: String,
+    },
+    /// Forget a sandbox's route.
+    Evict { sandbox_id: String },
+    /// Print every sandbox's last activity as JSON.
+    LastActive,
+}
+
+/// Accepts `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds. Zero is refused: every
+/// duration here is an interval or a lifetime, and zero would spin or expire at once.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err("duration must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        for bad in ["", "0s", "s", "1d", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent_and_defaults_work() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["sandgate-resolver", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.pod_source, PodSource::Kube);
+        assert!(args.index_fallback);
+        assert!(!args.armed_gate);
+        assert_eq!(args.route_ttl, Duration::from_secs(60));
+        assert_eq!(args.pod_selector(), "agentbox.navix.sh/sandbox-id");
+    }
+}

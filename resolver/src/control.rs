@@ -1,0 +1,126 @@
+//! The ControlPlaneService entry: how the controller pushes and evicts routes and reads activity.
+//! Every RPC passes through an interceptor that demands `authorization: Bearer <admin key>`.
+
+use std::sync::Arc;
+
+use sandgate_core::validate_sandbox_id;
+use sandgate_proto::ctrlplane::v1::control_plane_service_server::{
+    ControlPlaneService, ControlPlaneServiceServer,
+};
+use sandgate_proto::ctrlplane::v1::{
+    EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
+    PushRouteRequest, PushRouteResponse,
+};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::activity::ActivityTracker;
+use crate::cache::RouteCache;
+use crate::keys::{KeyStore, bearer};
+
+pub struct ControlPlane {
+    routes: Arc<RouteCache>,
+    activity: Arc<ActivityTracker>,
+}
+
+/// Admits a request only with `authorization: Bearer <admin key>`.
+#[derive(Clone)]
+pub struct AdminGuard {
+    keys: Arc<KeyStore>,
+}
+
+impl Interceptor for AdminGuard {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer);
+        match presented {
+            Some(k) if self.keys.is_admin(k) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("the admin key is not valid")),
+            None => Err(Status::unauthenticated(
+                "an admin key is required: authorization: Bearer <admin key>",
+            )),
+        }
+    }
+}
+
+pub fn server(
+    routes: Arc<RouteCache>,
+    activity: Arc<ActivityTracker>,
+    keys: Arc<KeyStore>,
+) -> InterceptedService<ControlPlaneServiceServer<ControlPlane>, AdminGuard> {
+    InterceptedService::new(
+        ControlPlaneServiceServer::new(ControlPlane { routes, activity }),
+        AdminGuard { keys },
+    )
+}
+
+/// Kubernetes object names: DNS-1123 subdomain (lowercase alphanumerics, '-', '.'), ≤ 253.
+fn check_object_name(field: &str, v: &str) -> Result<(), Status> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field} must be a Kubernetes object name"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl ControlPlaneService for ControlPlane {
+    async fn push_route(
+        &self,
+        request: Request<PushRouteRequest>,
+    ) -> Result<Response<PushRouteResponse>, Status> {
+        let r = request.get_ref();
+        validate_sandbox_id(&r.sandbox_id).map_err(|d| Status::invalid_argument(d.message))?;
+        check_object_name("namespace", &r.namespace)?;
+        check_object_name("pod_name", &r.pod_name)?;
+        self.routes.push(&r.sandbox_id, &r.namespace, &r.pod_name);
+        tracing::debug!(sandbox = r.sandbox_id, namespace = r.namespace, pod = r.pod_name, "route pushed");
+        Ok(Response::new(PushRouteResponse {}))
+    }
+
+    async fn evict_route(
+        &self,
+        request: Request<EvictRouteRequest>,
+    ) -> Result<Response<EvictRouteResponse>, Status> {
+        let id = &request.get_ref().sandbox_id;
+        validate_sandbox_id(id).map_err(|d| Status::invalid_argument(d.message))?;
+        let evicted = self.routes.evict(id);
+        tracing::debug!(sandbox = id, evicted, "route evicted");
+        Ok(Response::new(EvictRouteResponse { evicted }))
+    }
+
+    async fn get_last_active(
+        &self,
+        _request: Request<GetLastActiveRequest>,
+    ) -> Result<Response<GetLastActiveResponse>, Status> {
+        Ok(Response::new(GetLastActiveResponse {
+            last_active: self.activity.snapshot().into_iter().collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names() {
+        for ok in ["a", "pod-1", "a.b-c", "x".repeat(253).as_str()] {
+            assert!(check_object_name("f", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "A", "-a", "a-", "a_b", "a/b", "x".repeat(254).as_str()] {
+            assert!(check_object_name("f", bad).is_err(), "{bad}");
+        }
+    }
+}

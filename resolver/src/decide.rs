@@ -1,0 +1,340 @@
+//! The decision: request facts in, [`Decision`] out. Every entry (the Resolve callout, ext_proc)
+//! calls [`Gateway::decide`]; no entry carries a rule of its own.
+//!
+//! Order: validate facts → authenticate → locate the sandbox's Pod (pushed route, else the
+//! sandbox-id index when the fallback is on) → tenant check → routability → Touch → route.
+//! A Pod is routable only when it carries the requested sandbox id, is Running (armed, when the
+//! gate is on) or Stopping, and has an IP. Anything else the resolver knows of is a 502; an id it
+//! knows nothing of is a 404.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use sandgate_core::{Decision, Deny, DenyCode, check_port, validate_sandbox_id};
+
+use crate::activity::ActivityTracker;
+use crate::cache::RouteCache;
+use crate::keys::{KeyStore, Principal};
+use crate::metrics::Metrics;
+use crate::pods::{Phase, PodStore, PodView};
+
+/// Behaviour switches of the decision.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DecideConfig {
+    /// On a route-cache miss, look the sandbox up by its label (off: pure push model, miss = 404).
+    pub index_fallback: bool,
+    /// A Running Pod routes only once its armed annotation equals the sandbox id.
+    pub armed_gate: bool,
+}
+
+/// What an entry extracted from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub api_key: &'a str,
+    pub sandbox_id: &'a str,
+    /// 0 when the request named none; validated here.
+    pub port: u32,
+}
+
+/// Everything a decision reads, shared by all entries.
+pub struct Gateway {
+    pub keys: Arc<KeyStore>,
+    pub routes: Arc<RouteCache>,
+    pub pods: Arc<PodStore>,
+    pub activity: Arc<ActivityTracker>,
+    pub metrics: Arc<Metrics>,
+    pub config: DecideConfig,
+}
+
+impl Gateway {
+    pub fn decide(&self, facts: Facts<'_>) -> Decision {
+        let started = Instant::now();
+        let decision = match self.decide_inner(facts) {
+            Ok(destination) => Decision::Route { destination },
+            Err(deny) => Decision::Deny(deny),
+        };
+        let outcome = match &decision {
+            Decision::Route { .. } => "route",
+            Decision::Deny(d) => d.code.as_str(),
+        };
+        self.metrics.resolved(outcome, started.elapsed());
+        decision
+    }
+
+    fn decide_inner(&self, facts: Facts<'_>) -> Result<String, Deny> {
+        let id = validate_sandbox_id(facts.sandbox_id)?;
+        let port = check_port(facts.port)?;
+        let principal = self.keys.authenticate(facts.api_key, Timestamp::now())?;
+        let pod = self.locate(id, &principal)?;
+        let ip = self.routable(&pod, id)?;
+        self.activity.touch(id);
+        Ok(SocketAddr::new(ip, port).to_string())
+    }
+
+    /// Finds the one Pod that should serve `id` and checks the caller may reach it.
+    fn locate(&self, id: &str, principal: &Principal) -> Result<Arc<PodView>, Deny> {
+        if let Some(route) = self.routes.get(id) {
+            if !principal.may_reach(&route.namespace) {
+                return Err(forbidden(id));
+            }
+            return self
+                .pods
+                .get(&route.namespace, &route.pod_name)
+                .ok_or_else(|| {
+                    Deny::new(
+                        DenyCode::SandboxPodMissing,
+                        format!("sandbox {id} has no running pod yet"),
+                    )
+                });
+        }
+        if !self.config.index_fallback {
+            return Err(not_found(id));
+        }
+        let candidates = self.pods.by_sandbox(id);
+        if candidates.is_empty() {
+            return Err(not_found(id));
+        }
+        // Several Pods can briefly carry one id (a replacement starting while the old one stops).
+        // Prefer one that routes, then the one whose refusal says the most.
+        candidates
+            .into_iter()
+            .filter(|p| principal.may_reach(&p.namespace))
+            .min_by_key(|p| preference(p))
+            .ok_or_else(|| forbidden(id))
+    }
+
+    fn routable(&self, pod: &PodView, id: &str) -> Result<std::net::IpAddr, Deny> {
+        if pod.sandbox_id.as_deref() != Some(id) {
+            return Err(Deny::new(
+                DenyCode::SandboxReassigned,
+                format!("sandbox {id} is not served by its pod any more"),
+            ));
+        }
+        match pod.phase {
+            Phase::Running => {
+                if self.config.armed_gate && pod.armed_for.as_deref() != Some(id) {
+                    return Err(Deny::new(
+                        DenyCode::SandboxNotArmed,
+                        format!("sandbox {id} is still being set up"),
+                    ));
+                }
+            }
+            // A stopping sandbox still finishes its work: clients may reach it until it is gone.
+            Phase::Stopping => {}
+            other => {
+                return Err(Deny::new(
+                    DenyCode::SandboxNotReady,
+                    format!("sandbox {id} is {}", other.as_str()),
+                ));
+            }
+        }
+        pod.ip.ok_or_else(|| {
+            Deny::new(
+                DenyCode::SandboxNoIp,
+                format!("sandbox {id} has no address yet"),
+            )
+        })
+    }
+}
+
+/// Lower is better: Running with an IP, then Stopping with an IP, then the rest.
+fn preference(p: &PodView) -> u8 {
+    match (p.phase, p.ip.is_some()) {
+        (Phase::Running, true) => 0,
+        (Phase::Stopping, true) => 1,
+        (Phase::Running | Phase::Stopping, false) => 2,
+        (Phase::Starting, _) => 3,
+        _ => 4,
+    }
+}
+
+fn not_found(id: &str) -> Deny {
+    Deny::new(DenyCode::SandboxNotFound, format!("sandbox {id} not found"))
+}
+
+fn forbidden(id: &str) -> Deny {
+    Deny::new(
+        DenyCode::Forbidden,
+        format!("this API key may not reach sandbox {id}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeySet, Source, TenantKey, digest};
+    use std::time::Duration;
+
+    struct Fixture {
+        gw: Gateway,
+    }
+
+    fn pod(ns: &str, name: &str, id: Option<&str>, phase: Phase, ip: Option<&str>) -> PodView {
+        PodView {
+            uid: format!("uid-{name}").into(),
+            namespace: ns.into(),
+            name: name.into(),
+            sandbox_id: id.map(Into::into),
+            phase,
+            ip: ip.map(|i| i.parse().unwrap()),
+            armed_for: None,
+            last_active: None,
+            resource_version: 0,
+        }
+    }
+
+    fn fixture(config: DecideConfig) -> Fixture {
+        let keys = KeyStore::new(false);
+        keys.set_source(
+            Source::Flags,
+            KeySet {
+                admins: vec![digest("admin")],
+                tenants: vec![
+                    TenantKey {
+                        digest: digest("acme-key"),
+                        namespace: "acme".into(),
+                        expires_at: None,
+                    },
+                    TenantKey {
+                        digest: digest("globex-key"),
+                        namespace: "globex".into(),
+                        expires_at: None,
+                    },
+                ],
+            },
+        );
+        Fixture {
+            gw: Gateway {
+                keys: Arc::new(keys),
+                routes: Arc::new(RouteCache::new(Duration::from_secs(60), 4)),
+                pods: Arc::new(PodStore::default()),
+                activity: Arc::new(ActivityTracker::default()),
+                metrics: Arc::new(Metrics::default()),
+                config,
+            },
+        }
+    }
+
+    impl Fixture {
+        fn decide(&self, key: &str, id: &str, port: u32) -> Result<String, DenyCode> {
+            match self.gw.decide(Facts {
+                api_key: key,
+                sandbox_id: id,
+                port,
+            }) {
+                Decision::Route { destination } => Ok(destination),
+                Decision::Deny(d) => Err(d.code),
+            }
+        }
+    }
+
+    const FALLBACK: DecideConfig = DecideConfig {
+        index_fallback: true,
+        armed_gate: false,
+    };
+
+    #[test]
+    fn routes_by_push_and_by_index() {
+        let f = fixture(DecideConfig::default());
+        f.gw.pods.apply(pod("acme", "p1", Some("sb"), Phase::Running, Some("10.0.0.7")));
+        assert_eq!(f.decide("acme-key", "sb", 8080), Err(DenyCode::SandboxNotFound));
+        f.gw.routes.push("sb", "acme", "p1");
+        assert_eq!(f.decide("acme-key", "sb", 8080), Ok("10.0.0.7:8080".into()));
+        assert!(f.gw.activity.get("sb").is_some(), "a routed request touches");
+
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod("acme", "p1", Some("sb"), Phase::Running, Some("fd00::7")));
+        assert_eq!(f.decide("admin", "sb", 80), Ok("[fd00::7]:80".into()));
+        assert_eq!(f.decide("admin", "other", 80), Err(DenyCode::SandboxNotFound));
+    }
+
+    #[test]
+    fn refuses_in_contract_order() {
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod("globex", "p1", Some("sb"), Phase::Running, Some("10.0.0.7")));
+        assert_eq!(f.decide("", "bad/id", 80), Err(DenyCode::InvalidSandboxId));
+        assert_eq!(f.decide("", "sb", 70000), Err(DenyCode::InvalidPort));
+        assert_eq!(f.decide("", "sb", 0), Err(DenyCode::MissingPort));
+        assert_eq!(f.decide("", "sb", 80), Err(DenyCode::MissingApiKey));
+        assert_eq!(f.decide("wrong", "sb", 80), Err(DenyCode::InvalidApiKey));
+        assert_eq!(f.decide("acme-key", "sb", 80), Err(DenyCode::Forbidden));
+        assert_eq!(f.decide("globex-key", "sb", 80), Ok("10.0.0.7:80".into()));
+        assert!(f.gw.activity.get("sb").is_some());
+        f.gw.activity.retain(|_| false);
+        assert_eq!(f.decide("acme-key", "sb", 80), Err(DenyCode::Forbidden));
+        assert!(f.gw.activity.is_empty(), "a refused request never touches");
+    }
+
+    #[test]
+    fn not_routable_is_502() {
+        let f = fixture(FALLBACK);
+        for (id, phase, ip, want) in [
+            ("starting", Phase::Starting, Some("10.0.0.1"), DenyCode::SandboxNotReady),
+            ("idle", Phase::Idle, Some("10.0.0.1"), DenyCode::SandboxNotReady),
+            ("failed", Phase::Failed, Some("10.0.0.1"), DenyCode::SandboxNotReady),
+            ("unknown", Phase::Unknown, Some("10.0.0.1"), DenyCode::SandboxNotReady),
+            ("noip", Phase::Running, None, DenyCode::SandboxNoIp),
+        ] {
+            f.gw.pods.apply(pod("acme", id, Some(id), phase, ip));
+            assert_eq!(f.decide("admin", id, 80), Err(want), "{id}");
+        }
+        f.gw.pods.apply(pod("acme", "stopping", Some("stopping"), Phase::Stopping, Some("10.0.0.2")));
+        assert_eq!(f.decide("admin", "stopping", 80), Ok("10.0.0.2:80".into()));
+    }
+
+    #[test]
+    fn pushed_route_never_reaches_a_reused_pod() {
+        let f = fixture(DecideConfig::default());
+        f.gw.routes.push("sb", "acme", "p1");
+        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxPodMissing));
+        f.gw.pods.apply(pod("acme", "p1", Some("other"), Phase::Running, Some("10.0.0.9")));
+        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxReassigned));
+        f.gw.pods.apply(pod("acme", "p1", None, Phase::Idle, Some("10.0.0.9")));
+        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxReassigned));
+    }
+
+    #[test]
+    fn tenant_is_checked_against_the_pushed_namespace() {
+        let f = fixture(DecideConfig::default());
+        f.gw.routes.push("sb", "globex", "p1");
+        assert_eq!(f.decide("acme-key", "sb", 80), Err(DenyCode::Forbidden));
+        assert_eq!(f.decide("globex-key", "sb", 80), Err(DenyCode::SandboxPodMissing));
+    }
+
+    #[test]
+    fn armed_gate() {
+        let f = fixture(DecideConfig {
+            index_fallback: true,
+            armed_gate: true,
+        });
+        let mut p = pod("acme", "p1", Some("sb"), Phase::Running, Some("10.0.0.1"));
+        f.gw.pods.apply(p.clone());
+        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxNotArmed));
+        p.armed_for = Some("previous-sandbox".into());
+        p.resource_version = 2;
+        f.gw.pods.apply(p.clone());
+        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxNotArmed));
+        p.armed_for = Some("sb".into());
+        p.resource_version = 3;
+        f.gw.pods.apply(p.clone());
+        assert_eq!(f.decide("admin", "sb", 80), Ok("10.0.0.1:80".into()));
+        p.phase = Phase::Stopping;
+        p.armed_for = None;
+        p.resource_version = 4;
+        f.gw.pods.apply(p);
+        assert_eq!(f.decide("admin", "sb", 80), Ok("10.0.0.1:80".into()), "stopping is exempt");
+    }
+
+    #[test]
+    fn index_prefers_a_routable_pod_and_the_callers_namespace() {
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod("acme", "old", Some("sb"), Phase::Failed, Some("10.0.0.1")));
+        f.gw.pods.apply(pod("acme", "new", Some("sb"), Phase::Running, Some("10.0.0.2")));
+        assert_eq!(f.decide("acme-key", "sb", 80), Ok("10.0.0.2:80".into()));
+        f.gw.pods.apply(pod("globex", "dup", Some("sb2"), Phase::Running, Some("10.0.0.3")));
+        f.gw.pods.apply(pod("acme", "mine", Some("sb2"), Phase::Starting, Some("10.0.0.4")));
+        assert_eq!(f.decide("acme-key", "sb2", 80), Err(DenyCode::SandboxNotReady));
+    }
+}

@@ -1,0 +1,21 @@
+//! The sandgate resolver: owns every routing decision.
+//!
+//! Capabilities, one module each: [`cache`] (pushed routes), [`pods`] (live Pod state from
+//! Kubernetes or a static inventory), [`activity`] (last-active per sandbox), [`keys`] (who is
+//! calling), [`decide`] (the one decision path). Entries are thin shells over `decide`:
+//! [`callout`] (Resolve gRPC), [`control`] (ControlPlaneService), [`http`] (health, metrics,
+//! last-active). [`serve`] wires them together; [`config`] is the typed CLI.
+
+pub mod activity;
+pub mod cache;
+pub mod callout;
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod decide;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod pods;
+pub mod reload;
+pub mod serve;

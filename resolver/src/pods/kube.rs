@@ -1,0 +1,149 @@
+//! The Kubernetes Pod source: a kube-rs watcher (list + watch, re-list on 410) feeding the
+//! [`PodStore`](super::PodStore).
+//!
+//! Owns the slim wire type it decodes Pods into and the translation of watcher events into store
+//! operations. It decodes only metadata and `status.podIP`, so neither the spec nor the rest of
+//! the status is ever held in memory, not even transiently.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde::Deserialize;
+
+use super::{PodFacts, PodKeys, PodStore, PodView};
+use crate::metrics::Metrics;
+
+/// A Pod as routing reads it off the wire. Unknown fields are skipped by serde while decoding.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SlimPod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<SlimPodStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlimPodStatus {
+    #[serde(default)]
+    pub pod_ip: Option<String>,
+}
+
+impl k8s_openapi::Resource for SlimPod {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Pod";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "pods";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for SlimPod {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl SlimPod {
+    fn view(&self, keys: &PodKeys) -> PodView {
+        let m = &self.metadata;
+        PodView::project(
+            PodFacts {
+                uid: m.uid.as_deref().unwrap_or_default(),
+                namespace: m.namespace.as_deref().unwrap_or_default(),
+                name: m.name.as_deref().unwrap_or_default(),
+                labels: m.labels.as_ref(),
+                annotations: m.annotations.as_ref(),
+                ip: self.status.as_ref().and_then(|s| s.pod_ip.as_deref()),
+                resource_version: m.resource_version.as_deref(),
+            },
+            keys,
+        )
+    }
+}
+
+/// Where and what to watch.
+#[derive(Debug, Clone)]
+pub struct WatchScope {
+    /// `None` watches every namespace.
+    pub namespace: Option<String>,
+    pub label_selector: String,
+}
+
+/// Runs until the task is dropped. Errors are logged and retried with kube-rs's default
+/// backoff; the store keeps serving its last state meanwhile.
+pub async fn run(
+    client: Client,
+    scope: WatchScope,
+    store: Arc<PodStore>,
+    keys: PodKeys,
+    metrics: Arc<Metrics>,
+) {
+    let api: Api<SlimPod> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let mut config = watcher::Config::default();
+    if !scope.label_selector.is_empty() {
+        config = config.labels(&scope.label_selector);
+    }
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    // A re-list is buffered and swapped in whole at InitDone, so readers never see a half list.
+    let mut relist: Vec<PodView> = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => {
+                relist.clear();
+                metrics.informer_event("pods", "init");
+            }
+            Ok(Event::InitApply(pod)) => relist.push(pod.view(&keys)),
+            Ok(Event::InitDone) => {
+                let n = relist.len();
+                store.replace_all(relist.drain(..));
+                relist.shrink_to_fit();
+                metrics.informer_event("pods", "init_done");
+                metrics.set_pods(store.len());
+                tracing::info!(pods = n, "pod informer synced");
+            }
+            Ok(Event::Apply(pod)) => {
+                let outcome = store.apply(pod.view(&keys));
+                metrics.informer_event("pods", outcome_label("apply", outcome));
+                metrics.set_pods(store.len());
+            }
+            Ok(Event::Delete(pod)) => {
+                let m = &pod.metadata;
+                let outcome = store.delete(
+                    m.namespace.as_deref().unwrap_or_default(),
+                    m.name.as_deref().unwrap_or_default(),
+                    m.uid.as_deref().unwrap_or_default(),
+                );
+                metrics.informer_event("pods", outcome_label("delete", outcome));
+                metrics.set_pods(store.len());
+            }
+            Err(error) => {
+                metrics.informer_event("pods", "error");
+                tracing::warn!(%error, "pod watch failed; retrying");
+            }
+        }
+    }
+}
+
+fn outcome_label(kind: &'static str, outcome: super::Applied) -> &'static str {
+    use super::Applied::*;
+    match (kind, outcome) {
+        ("apply", Stored) => "apply",
+        ("delete", Stored) => "delete",
+        (_, Stale) => "stale",
+        (_, Fenced) => "fenced",
+        _ => "other",
+    }
+}

@@ -1,0 +1,420 @@
+//! Live Pod state: a compact projection of every sandbox Pod, indexed by name and by sandbox id.
+//!
+//! Owns the [`PodStore`] and the rule of what a Pod looks like to routing ([`PodView`]). Both Pod
+//! sources — the Kubernetes informer ([`kube`]) and the static inventory file ([`inventory`]) —
+//! feed it through the same projection, so the decision code cannot tell them apart. It may not
+//! decide anything: whether a Pod is routable for a request is the decision module's rule.
+
+pub mod inventory;
+pub mod kube;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jiff::Timestamp;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+/// Label and annotation keys routing reads. Defaults match the agentbox controller.
+#[derive(Debug, Clone)]
+pub struct PodKeys {
+    pub sandbox_id_label: String,
+    pub phase_label: String,
+    pub last_active_annotation: String,
+    pub armed_annotation: String,
+}
+
+impl Default for PodKeys {
+    fn default() -> Self {
+        PodKeys {
+            sandbox_id_label: "agentbox.navix.sh/sandbox-id".into(),
+            phase_label: "agentbox.navix.sh/sandbox-phase".into(),
+            last_active_annotation: "agentbox.navix.sh/last-active".into(),
+            armed_annotation: "agentbox.navix.sh/sandbox-armed".into(),
+        }
+    }
+}
+
+/// The sandbox lifecycle phase, from the phase label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Starting,
+    Running,
+    Stopping,
+    Failed,
+    /// Missing or unrecognised label value: never routable.
+    Unknown,
+}
+
+impl Phase {
+    pub fn parse(value: Option<&str>) -> Phase {
+        match value {
+            Some("idle") => Phase::Idle,
+            Some("starting") => Phase::Starting,
+            Some("running") => Phase::Running,
+            Some("stopping") => Phase::Stopping,
+            Some("failed") => Phase::Failed,
+            _ => Phase::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Failed => "failed",
+            Phase::Unknown => "unknown",
+        }
+    }
+}
+
+/// What routing needs of a Pod, and nothing else (a whole Pod object costs ~100 KB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub uid: Box<str>,
+    pub namespace: Box<str>,
+    pub name: Box<str>,
+    pub sandbox_id: Option<Box<str>>,
+    pub phase: Phase,
+    pub ip: Option<IpAddr>,
+    /// Value of the armed annotation (the sandbox id the Pod was armed for).
+    pub armed_for: Option<Box<str>>,
+    pub last_active: Option<Timestamp>,
+    /// Parsed resourceVersion; 0 when the source has none (static inventory).
+    pub resource_version: u64,
+}
+
+/// The raw facts a source has about one Pod, borrowed from whatever it decoded.
+pub struct PodFacts<'a> {
+    pub uid: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    pub ip: Option<&'a str>,
+    pub resource_version: Option<&'a str>,
+}
+
+impl PodView {
+    /// The one projection from source facts to routing state.
+    pub fn project(facts: PodFacts<'_>, keys: &PodKeys) -> PodView {
+        let label = |k: &str| facts.labels.and_then(|l| l.get(k)).map(String::as_str);
+        let annotation = |k: &str| facts.annotations.and_then(|a| a.get(k)).map(String::as_str);
+        PodView {
+            uid: facts.uid.into(),
+            namespace: facts.namespace.into(),
+            name: facts.name.into(),
+            sandbox_id: label(&keys.sandbox_id_label)
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
+            phase: Phase::parse(label(&keys.phase_label)),
+            ip: facts.ip.and_then(|ip| ip.parse().ok()),
+            armed_for: annotation(&keys.armed_annotation).map(Into::into),
+            last_active: annotation(&keys.last_active_annotation).and_then(|t| t.parse().ok()),
+            resource_version: facts
+                .resource_version
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Maps {
+    /// namespace → name → Pod. Nested so a lookup by two borrowed strs needs no allocation.
+    by_name: HashMap<Box<str>, HashMap<Box<str>, Arc<PodView>>>,
+    /// sandbox id → every Pod currently labelled with it (usually one).
+    by_sandbox: HashMap<Box<str>, Vec<Arc<PodView>>>,
+}
+
+impl Maps {
+    fn get(&self, namespace: &str, name: &str) -> Option<&Arc<PodView>> {
+        self.by_name.get(namespace)?.get(name)
+    }
+
+    fn insert(&mut self, pod: Arc<PodView>) {
+        self.remove_index(&pod.namespace, &pod.name);
+        if let Some(id) = &pod.sandbox_id {
+            self.by_sandbox
+                .entry(id.clone())
+                .or_default()
+                .push(Arc::clone(&pod));
+        }
+        self.by_name
+            .entry(pod.namespace.clone())
+            .or_default()
+            .insert(pod.name.clone(), pod);
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) {
+        self.remove_index(namespace, name);
+        if let Some(names) = self.by_name.get_mut(namespace) {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_name.remove(namespace);
+            }
+        }
+    }
+
+    /// Drops the sandbox-index entry of the Pod currently stored under (namespace, name).
+    fn remove_index(&mut self, namespace: &str, name: &str) {
+        let Some(old) = self.get(namespace, name) else {
+            return;
+        };
+        let Some(id) = old.sandbox_id.clone() else {
+            return;
+        };
+        if let Some(pods) = self.by_sandbox.get_mut(&id) {
+            pods.retain(|p| !(*p.namespace == *namespace && *p.name == *name));
+            if pods.is_empty() {
+                self.by_sandbox.remove(&id);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_name.values().map(HashMap::len).sum()
+    }
+}
+
+/// What happened to an event offered to the store (for metrics and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Stored,
+    /// Older than (or the same as) what the store holds: events may arrive out of order across
+    /// a re-list, and an old object must never overwrite a newer one.
+    Stale,
+    /// A delete for a Pod UID the store no longer holds (the name was re-created since).
+    Fenced,
+}
+
+/// The Pod state every resolve reads. Readers take a shared lock for one hash lookup.
+pub struct PodStore {
+    maps: RwLock<Maps>,
+    synced: AtomicBool,
+    synced_tx: watch::Sender<bool>,
+}
+
+impl Default for PodStore {
+    fn default() -> Self {
+        PodStore {
+            maps: RwLock::new(Maps::default()),
+            synced: AtomicBool::new(false),
+            synced_tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl PodStore {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<PodView>> {
+        self.maps.read().get(namespace, name).cloned()
+    }
+
+    /// Every Pod labelled with `sandbox_id`.
+    pub fn by_sandbox(&self, sandbox_id: &str) -> Vec<Arc<PodView>> {
+        self.maps
+            .read()
+            .by_sandbox
+            .get(sandbox_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Applies an add/modify. Fenced by resourceVersion: resourceVersions are etcd revisions,
+    /// global and increasing, so an object older than the stored one (same name, any UID) is
+    /// stale and ignored. A newer object with another UID is a re-created Pod and replaces it.
+    pub fn apply(&self, pod: PodView) -> Applied {
+        let mut maps = self.maps.write();
+        if let Some(old) = maps.get(&pod.namespace, &pod.name) {
+            let same = old.uid == pod.uid;
+            if pod.resource_version != 0
+                && (pod.resource_version < old.resource_version
+                    || (same && pod.resource_version == old.resource_version))
+            {
+                return Applied::Stale;
+            }
+        }
+        maps.insert(Arc::new(pod));
+        Applied::Stored
+    }
+
+    /// Applies a delete: only the Pod with the same UID is removed, so a late delete of an old
+    /// Pod cannot remove its re-created namesake.
+    pub fn delete(&self, namespace: &str, name: &str, uid: &str) -> Applied {
+        let mut maps = self.maps.write();
+        match maps.get(namespace, name) {
+            Some(old) if *old.uid == *uid => {
+                maps.remove(namespace, name);
+                Applied::Stored
+            }
+            _ => Applied::Fenced,
+        }
+    }
+
+    /// Replaces the whole state (a full list from the source) and marks the store synced.
+    pub fn replace_all(&self, pods: impl IntoIterator<Item = PodView>) {
+        let mut next = Maps::default();
+        for p in pods {
+            // Within one list a name appears once; keep the newest if a source repeats it.
+            let newer = next
+                .get(&p.namespace, &p.name)
+                .is_none_or(|old| p.resource_version >= old.resource_version);
+            if newer {
+                next.insert(Arc::new(p));
+            }
+        }
+        *self.maps.write() = next;
+        self.mark_synced();
+    }
+
+    pub fn len(&self) -> usize {
+        self.maps.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every Pod (for seeding and GC; not for the request path).
+    pub fn all(&self) -> Vec<Arc<PodView>> {
+        self.maps
+            .read()
+            .by_name
+            .values()
+            .flat_map(|m| m.values().cloned())
+            .collect()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+        self.synced_tx.send_replace(true);
+    }
+
+    /// Marks the store out of sync (the source lost its stream); it stays readable.
+    pub fn mark_unsynced(&self) {
+        self.synced.store(false, Ordering::Release);
+        self.synced_tx.send_replace(false);
+    }
+
+    /// Resolves once the store has completed a full sync.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced_tx.subscribe();
+        // The sender lives as long as the store, so this cannot fail while we borrow it.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(uid: &str, name: &str, id: Option<&str>, rv: u64) -> PodView {
+        PodView {
+            uid: uid.into(),
+            namespace: "ns".into(),
+            name: name.into(),
+            sandbox_id: id.map(Into::into),
+            phase: Phase::Running,
+            ip: Some("10.0.0.1".parse().unwrap()),
+            armed_for: None,
+            last_active: None,
+            resource_version: rv,
+        }
+    }
+
+    #[test]
+    fn projection_reads_configured_keys() {
+        let keys = PodKeys::default();
+        let labels = BTreeMap::from([
+            (keys.sandbox_id_label.clone(), "sb-1".to_string()),
+            (keys.phase_label.clone(), "stopping".to_string()),
+        ]);
+        let annotations = BTreeMap::from([
+            (keys.last_active_annotation.clone(), "2026-01-02T03:04:05Z".to_string()),
+            (keys.armed_annotation.clone(), "sb-1".to_string()),
+        ]);
+        let v = PodView::project(
+            PodFacts {
+                uid: "u",
+                namespace: "ns",
+                name: "p",
+                labels: Some(&labels),
+                annotations: Some(&annotations),
+                ip: Some("fd00::1"),
+                resource_version: Some("42"),
+            },
+            &keys,
+        );
+        assert_eq!(v.sandbox_id.as_deref(), Some("sb-1"));
+        assert_eq!(v.phase, Phase::Stopping);
+        assert_eq!(v.ip, Some("fd00::1".parse().unwrap()));
+        assert_eq!(v.armed_for.as_deref(), Some("sb-1"));
+        assert_eq!(v.last_active, Some("2026-01-02T03:04:05Z".parse().unwrap()));
+        assert_eq!(v.resource_version, 42);
+
+        let bare = PodView::project(
+            PodFacts {
+                uid: "u",
+                namespace: "ns",
+                name: "p",
+                labels: None,
+                annotations: None,
+                ip: Some("not-an-ip"),
+                resource_version: Some("x"),
+            },
+            &keys,
+        );
+        assert_eq!((bare.sandbox_id, bare.phase, bare.ip), (None, Phase::Unknown, None));
+    }
+
+    #[test]
+    fn index_follows_relabel_and_delete() {
+        let s = PodStore::default();
+        assert_eq!(s.apply(view("u1", "p1", Some("a"), 1)), Applied::Stored);
+        assert_eq!(s.by_sandbox("a").len(), 1);
+        assert_eq!(s.apply(view("u1", "p1", Some("b"), 2)), Applied::Stored);
+        assert!(s.by_sandbox("a").is_empty(), "relabelled pod leaves the old id");
+        assert_eq!(&*s.by_sandbox("b")[0].name, "p1");
+        assert_eq!(s.delete("ns", "p1", "u1"), Applied::Stored);
+        assert!(s.by_sandbox("b").is_empty());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn stale_events_and_old_uid_deletes_are_fenced() {
+        let s = PodStore::default();
+        s.apply(view("u1", "p1", Some("a"), 5));
+        assert_eq!(s.apply(view("u1", "p1", Some("x"), 4)), Applied::Stale);
+        assert_eq!(s.apply(view("u1", "p1", Some("x"), 5)), Applied::Stale);
+        // Re-created under the same name: newer RV, new UID.
+        assert_eq!(s.apply(view("u2", "p1", Some("b"), 9)), Applied::Stored);
+        assert_eq!(s.delete("ns", "p1", "u1"), Applied::Fenced);
+        assert_eq!(&*s.get("ns", "p1").unwrap().uid, "u2");
+        // An old object of the previous incarnation must not come back.
+        assert_eq!(s.apply(view("u1", "p1", Some("a"), 6)), Applied::Stale);
+        assert!(s.by_sandbox("a").is_empty());
+    }
+
+    #[test]
+    fn replace_all_swaps_state_and_syncs() {
+        let s = PodStore::default();
+        s.apply(view("u1", "gone", Some("a"), 1));
+        assert!(!s.is_synced());
+        s.replace_all([view("u2", "p2", Some("b"), 3), view("u3", "p3", Some("b"), 4)]);
+        assert!(s.is_synced());
+        assert!(s.get("ns", "gone").is_none());
+        assert_eq!(s.by_sandbox("b").len(), 2);
+        s.mark_unsynced();
+        assert!(!s.is_synced());
+        assert_eq!(s.len(), 2, "unsynced stays readable");
+    }
+}

@@ -1,0 +1,257 @@
+//! `sandgate-resolver serve`: builds the shared state from the configuration, starts the sources
+//! (Pod informer or inventory, key Secrets and files), the background tasks (route sweeper,
+//! activity seeding and GC) and the three servers, and shuts them down on SIGTERM/SIGINT.
+//!
+//! Owns wiring and lifecycle only; every rule lives in the module that owns it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::activity::ActivityTracker;
+use crate::cache::RouteCache;
+use crate::config::{PodSource, ServeArgs};
+use crate::decide::Gateway;
+use crate::keys::{KeySet, KeyStore, Source, digest, file};
+use crate::metrics::Metrics;
+use crate::pods::{Phase, PodStore, inventory};
+use crate::{callout, control, http, pods, reload};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let keys = Arc::new(KeyStore::new(args.insecure_disable_auth));
+    let routes = Arc::new(RouteCache::new(args.route_ttl, args.route_cache_shards));
+    let pods = Arc::new(PodStore::default());
+    let activity = Arc::new(ActivityTracker::default());
+    let pod_keys = args.pod_keys();
+    let mut tasks = JoinSet::new();
+
+    if args.insecure_disable_auth {
+        tracing::warn!("authentication is DISABLED: every request is admitted as admin");
+    }
+    keys.set_source(
+        Source::Flags,
+        KeySet {
+            admins: args.admin_keys.iter().filter(|k| !k.is_empty()).map(|k| digest(k)).collect(),
+            tenants: Vec::new(),
+        },
+    );
+    if let Some(path) = &args.admin_key_file {
+        watch_file(&mut tasks, path, args.reload_interval, {
+            let keys = Arc::clone(&keys);
+            move |text| {
+                keys.set_source(Source::AdminFile, file::parse_admin_file(text));
+                Ok(())
+            }
+        })?;
+    }
+    if let Some(path) = &args.keys_file {
+        watch_file(&mut tasks, path, args.reload_interval, {
+            let keys = Arc::clone(&keys);
+            move |text| {
+                keys.set_source(Source::KeysFile, file::parse_keys_file(text)?);
+                Ok(())
+            }
+        })?;
+    }
+
+    // Readiness: the Pod store's first sync, and the key Secrets' first sync when watched.
+    let (keys_synced_tx, keys_synced) = watch::channel(true);
+    match args.pod_source {
+        PodSource::Inventory => {
+            let path = args
+                .inventory
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("--pod-source inventory needs --inventory FILE"))?;
+            watch_file(&mut tasks, path, args.reload_interval, {
+                let (pods, metrics) = (Arc::clone(&pods), Arc::clone(&metrics));
+                move |text| {
+                    let n = inventory::load(text, &pod_keys, &pods)?;
+                    metrics.set_pods(n);
+                    Ok(())
+                }
+            })?;
+        }
+        PodSource::Kube => {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            let scope = pods::kube::WatchScope {
+                namespace: args.namespace.clone(),
+                label_selector: args.pod_selector(),
+            };
+            tasks.spawn(pods::kube::run(
+                client.clone(),
+                scope,
+                Arc::clone(&pods),
+                pod_keys,
+                Arc::clone(&metrics),
+            ));
+            if args.key_secrets {
+                keys_synced_tx.send_replace(false);
+                tasks.spawn(crate::keys::secrets::run(
+                    client,
+                    args.key_secret_namespace.clone(),
+                    args.key_secret_selector.clone(),
+                    Arc::clone(&keys),
+                    Arc::clone(&metrics),
+                    keys_synced_tx,
+                ));
+            }
+        }
+    }
+    let (admins, tenants) = keys.counts();
+    tracing::info!(admins, tenants, "keys loaded from flags and files");
+
+    tasks.spawn(Arc::clone(&routes).run_sweeper(args.sweep_interval));
+    tasks.spawn(activity_upkeep(
+        Arc::clone(&pods),
+        Arc::clone(&activity),
+        args.activity_gc_interval,
+    ));
+
+    let gateway = Arc::new(Gateway {
+        keys: Arc::clone(&keys),
+        routes: Arc::clone(&routes),
+        pods: Arc::clone(&pods),
+        activity: Arc::clone(&activity),
+        metrics: Arc::clone(&metrics),
+        config: args.decide_config(),
+    });
+    let ready: http::Readiness = {
+        let pods = Arc::clone(&pods);
+        Arc::new(move || pods.is_synced() && *keys_synced.borrow())
+    };
+    let http_state = http::HttpState {
+        keys: Arc::clone(&keys),
+        routes: Arc::clone(&routes),
+        activity: Arc::clone(&activity),
+        metrics,
+        ready,
+    };
+
+    let grpc_listener = bind(args.grpc_listen, "grpc").await?;
+    let control_listener = bind(args.control_listen, "control").await?;
+    let http_listener = bind(args.http_listen, "http").await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(callout::server(gateway))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
+    servers.spawn(async move { Ok(grpc.await?) });
+    let control = tonic::transport::Server::builder()
+        .add_service(control::server(routes, activity, keys))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(control_listener), stopped());
+    servers.spawn(async move { Ok(control.await?) });
+    let http_server = axum::serve(http_listener, http::router(http_state))
+        .with_graceful_shutdown(stopped());
+    servers.spawn(async move { Ok(http_server.await?) });
+    tracing::info!("resolver serving");
+
+    let result = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(ended) = servers.join_next() => match ended {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped unexpectedly")),
+            Ok(Err(e)) => Err(anyhow::anyhow!("server failed: {e}")),
+            Err(e) => Err(anyhow::anyhow!("server task failed: {e}")),
+        },
+    };
+    stop_tx.send_replace(true);
+    tasks.abort_all();
+    // In-flight RPCs get a moment to finish; a stuck client does not hold the process.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    result
+}
+
+/// Loads a file now (start-up fails on a bad one) and reloads it in the background.
+fn watch_file(
+    tasks: &mut JoinSet<()>,
+    path: &Path,
+    every: Duration,
+    mut apply: impl FnMut(&str) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let initial = reload::read(path)?;
+    apply(&initial).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    tasks.spawn(reload::watch(path.to_path_buf(), every, initial, apply));
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for {what} on {addr}: {e}"))?;
+    tracing::info!(%addr, what, "listening");
+    Ok(listener)
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Seeds activity from the last-active annotations once the Pod store has synced (so a restart
+/// loses no history), then forgets sandboxes without a Running Pod on every tick.
+async fn activity_upkeep(pods: Arc<PodStore>, activity: Arc<ActivityTracker>, every: Duration) {
+    pods.wait_synced().await;
+    let mut seeded = 0;
+    for pod in pods.all() {
+        if let (Phase::Running, Some(id), Some(at)) = (pod.phase, &pod.sandbox_id, pod.last_active)
+        {
+            activity.touch_at(id, at);
+            seeded += 1;
+        }
+    }
+    tracing::info!(seeded, "activity seeded from pod annotations");
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let removed = activity.retain(|id| {
+            pods.by_sandbox(id)
+                .iter()
+                .any(|p| p.phase == Phase::Running)
+        });
+        if removed > 0 {
+            tracing::debug!(removed, "forgot activity of sandboxes without a running pod");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers the process still stops on the default SIGTERM action.
+            std::future::pending::<()>().await
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Test harness for sandgate: a Kubernetes API emulator that the real kube-rs client talks to,
+//! runners for the real binaries, and fixtures. Behaviour tests live in `tests/tests/`, one file
+//! per behaviour.
+
+pub mod emulator;
