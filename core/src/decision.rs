@@ -35,7 +35,13 @@ impl Deny {
 
 impl core::fmt::Display for Deny {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} ({}): {}", self.code.http_status(), self.code, self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.http_status(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -43,7 +49,9 @@ impl core::fmt::Display for Deny {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Send the request to `destination` (`ip:port`, IPv6 bracketed).
-    Route { destination: String },
+    Route {
+        destination: String,
+    },
     Deny(Deny),
 }
 

@@ -24,7 +24,8 @@ pub fn validate_sandbox_id(id: &str) -> Result<&str, Deny> {
     let charset_ok = bytes
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    let ends_ok = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    let ends_ok =
+        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
     if charset_ok && ends_ok {
         Ok(id)
     } else {
@@ -68,13 +69,33 @@ mod tests {
 
     #[test]
     fn sandbox_ids() {
-        for ok in ["a", "demo-a", "A.b_c-9", "cluster2.0f8fad5b-d9cb-469f-a165-70867728950e"] {
+        for ok in [
+            "a",
+            "demo-a",
+            "A.b_c-9",
+            "cluster2.0f8fad5b-d9cb-469f-a165-70867728950e",
+        ] {
             assert_eq!(validate_sandbox_id(ok), Ok(ok));
         }
-        assert_eq!(validate_sandbox_id("").unwrap_err().code, DenyCode::MissingSandboxId);
+        assert_eq!(
+            validate_sandbox_id("").unwrap_err().code,
+            DenyCode::MissingSandboxId
+        );
         let long = "a".repeat(MAX_SANDBOX_ID_LEN + 1);
         assert!(validate_sandbox_id(&"a".repeat(MAX_SANDBOX_ID_LEN)).is_ok());
-        for bad in [long.as_str(), "-a", "a-", ".a", "a/b", "a b", "a%2f", "é", "a\0", "..", "a:b"] {
+        for bad in [
+            long.as_str(),
+            "-a",
+            "a-",
+            ".a",
+            "a/b",
+            "a b",
+            "a%2f",
+            "é",
+            "a\0",
+            "..",
+            "a:b",
+        ] {
             assert_eq!(
                 validate_sandbox_id(bad).unwrap_err().code,
                 DenyCode::InvalidSandboxId,
@@ -98,8 +119,14 @@ mod tests {
         assert_eq!(parse_port("65535"), Ok(65535));
         assert_eq!(parse_port("00080"), Ok(80));
         assert_eq!(parse_port("").unwrap_err().code, DenyCode::MissingPort);
-        for bad in ["0", "65536", "99999", "+80", " 80", "80 ", "-1", "8o", "١٢", "123456", "0x50"] {
-            assert_eq!(parse_port(bad).unwrap_err().code, DenyCode::InvalidPort, "{bad:?}");
+        for bad in [
+            "0", "65536", "99999", "+80", " 80", "80 ", "-1", "8o", "١٢", "123456", "0x50",
+        ] {
+            assert_eq!(
+                parse_port(bad).unwrap_err().code,
+                DenyCode::InvalidPort,
+                "{bad:?}"
+            );
         }
     }
 }

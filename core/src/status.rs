@@ -122,7 +122,10 @@ mod tests {
     fn statuses_follow_the_contract() {
         use DenyCode::*;
         let expect = [
-            (400, &[MissingSandboxId, InvalidSandboxId, MissingPort, InvalidPort][..]),
+            (
+                400,
+                &[MissingSandboxId, InvalidSandboxId, MissingPort, InvalidPort][..],
+            ),
             (401, &[MissingApiKey, InvalidApiKey, ExpiredApiKey][..]),
             (403, &[Forbidden][..]),
             (404, &[SandboxNotFound][..]),
@@ -145,7 +148,11 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, DenyCode::ALL.len(), "every code has an expected status");
+        assert_eq!(
+            seen,
+            DenyCode::ALL.len(),
+            "every code has an expected status"
+        );
         assert_eq!(Forbidden.grpc_code() as i32, 7);
         assert_eq!(ResolverUnavailable.grpc_code() as i32, 14);
     }

@@ -126,7 +126,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..2000i64 {
                         let id = format!("s{}", i % 50);
-                        t.touch_at(&id, Timestamp::from_second(1_700_000_000 + i * 4 + k).unwrap());
+                        t.touch_at(
+                            &id,
+                            Timestamp::from_second(1_700_000_000 + i * 4 + k).unwrap(),
+                        );
                     }
                 })
             })

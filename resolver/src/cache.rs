@@ -40,7 +40,9 @@ impl RouteCache {
     pub fn new(ttl: Duration, shards: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
         RouteCache {
-            shards: (0..n).map(|_| ArcSwap::from_pointee(Shard::new())).collect(),
+            shards: (0..n)
+                .map(|_| ArcSwap::from_pointee(Shard::new()))
+                .collect(),
             writers: (0..n).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
             ttl,
@@ -101,7 +103,11 @@ impl RouteCache {
         let mut removed = 0;
         for i in 0..self.shards.len() {
             // Most sweeps find nothing: check the live map before paying for a clone.
-            if !self.shards[i].load().values().any(|r| r.expires_at_ms <= now) {
+            if !self.shards[i]
+                .load()
+                .values()
+                .any(|r| r.expires_at_ms <= now)
+            {
                 continue;
             }
             self.update(i, |m| {
@@ -176,7 +182,10 @@ mod tests {
         c.push("new", "ns", "p");
         assert!(c.get("old").is_none(), "expired entry must read as absent");
         assert_eq!(c.len(), 2, "a read does not remove anything");
-        assert!(!c.evict("old"), "evicting an expired route reports no live route");
+        assert!(
+            !c.evict("old"),
+            "evicting an expired route reports no live route"
+        );
         c.push("old", "ns", "p");
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(c.sweep(), 2);

@@ -11,7 +11,11 @@ use crate::decide::DecideConfig;
 use crate::pods::PodKeys;
 
 #[derive(Debug, Parser)]
-#[command(name = "sandgate-resolver", version, about = "The sandgate resolver: routes requests to sandbox Pods")]
+#[command(
+    name = "sandgate-resolver",
+    version,
+    about = "The sandgate resolver: routes requests to sandbox Pods"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -45,7 +49,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
     /// Address of the ControlPlaneService gRPC server (admin key required).
-    #[arg(long, env = "SANDGATE_CONTROL_LISTEN", default_value = "127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "SANDGATE_CONTROL_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
     pub control_listen: SocketAddr,
     /// Address of the HTTP server: /healthz, /readyz, /metrics, /v1/last-active.
     #[arg(long, env = "SANDGATE_HTTP_LISTEN", default_value = "127.0.0.1:9090")]
@@ -66,13 +74,29 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_POD_SELECTOR")]
     pub pod_selector: Option<String>,
 
-    #[arg(long, env = "SANDGATE_SANDBOX_ID_LABEL", default_value = "agentbox.navix.sh/sandbox-id")]
+    #[arg(
+        long,
+        env = "SANDGATE_SANDBOX_ID_LABEL",
+        default_value = "agentbox.navix.sh/sandbox-id"
+    )]
     pub sandbox_id_label: String,
-    #[arg(long, env = "SANDGATE_PHASE_LABEL", default_value = "agentbox.navix.sh/sandbox-phase")]
+    #[arg(
+        long,
+        env = "SANDGATE_PHASE_LABEL",
+        default_value = "agentbox.navix.sh/sandbox-phase"
+    )]
     pub phase_label: String,
-    #[arg(long, env = "SANDGATE_LAST_ACTIVE_ANNOTATION", default_value = "agentbox.navix.sh/last-active")]
+    #[arg(
+        long,
+        env = "SANDGATE_LAST_ACTIVE_ANNOTATION",
+        default_value = "agentbox.navix.sh/last-active"
+    )]
     pub last_active_annotation: String,
-    #[arg(long, env = "SANDGATE_ARMED_ANNOTATION", default_value = "agentbox.navix.sh/sandbox-armed")]
+    #[arg(
+        long,
+        env = "SANDGATE_ARMED_ANNOTATION",
+        default_value = "agentbox.navix.sh/sandbox-armed"
+    )]
     pub armed_annotation: String,
 
     /// On a route-cache miss, find the sandbox by its label (false: pure push model, miss = 404).
@@ -95,7 +119,12 @@ pub struct ServeArgs {
     pub activity_gc_interval: Duration,
 
     /// Admin key (repeat, or comma-separate in the env var, to accept several during rotation).
-    #[arg(long = "admin-key", env = "AGENTBOX_ADMIN_KEY", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "admin-key",
+        env = "AGENTBOX_ADMIN_KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub admin_keys: Vec<String>,
     /// File with admin keys, one per line (e.g. a mounted Secret); reloaded when it changes.
     #[arg(long, env = "SANDGATE_ADMIN_KEY_FILE")]
@@ -149,7 +178,11 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// ControlPlaneService address.
-    #[arg(long, env = "SANDGATE_CONTROL_ADDR", default_value = "http://127.0.0.1:50052")]
+    #[arg(
+        long,
+        env = "SANDGATE_CONTROL_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
     pub addr: String,
     #[arg(long, env = "AGENTBOX_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: String,

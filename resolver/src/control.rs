@@ -62,7 +62,8 @@ pub fn server(
 fn check_object_name(field: &str, v: &str) -> Result<(), Status> {
     let ok = !v.is_empty()
         && v.len() <= 253
-        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && v.as_bytes()[0].is_ascii_alphanumeric()
         && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
     if ok {
@@ -85,7 +86,12 @@ impl ControlPlaneService for ControlPlane {
         check_object_name("namespace", &r.namespace)?;
         check_object_name("pod_name", &r.pod_name)?;
         self.routes.push(&r.sandbox_id, &r.namespace, &r.pod_name);
-        tracing::debug!(sandbox = r.sandbox_id, namespace = r.namespace, pod = r.pod_name, "route pushed");
+        tracing::debug!(
+            sandbox = r.sandbox_id,
+            namespace = r.namespace,
+            pod = r.pod_name,
+            "route pushed"
+        );
         Ok(Response::new(PushRouteResponse {}))
     }
 

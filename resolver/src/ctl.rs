@@ -39,7 +39,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<String> {
             let r = client
                 .evict_route(authorized(EvictRouteRequest { sandbox_id }, key)?)
                 .await?;
-            if r.get_ref().evicted { "evicted" } else { "no route" }.into()
+            if r.get_ref().evicted {
+                "evicted"
+            } else {
+                "no route"
+            }
+            .into()
         }
         CtlOp::LastActive => {
             let r = client

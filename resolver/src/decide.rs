@@ -238,22 +238,49 @@ mod tests {
     #[test]
     fn routes_by_push_and_by_index() {
         let f = fixture(DecideConfig::default());
-        f.gw.pods.apply(pod("acme", "p1", Some("sb"), Phase::Running, Some("10.0.0.7")));
-        assert_eq!(f.decide("acme-key", "sb", 8080), Err(DenyCode::SandboxNotFound));
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.7"),
+        ));
+        assert_eq!(
+            f.decide("acme-key", "sb", 8080),
+            Err(DenyCode::SandboxNotFound)
+        );
         f.gw.routes.push("sb", "acme", "p1");
         assert_eq!(f.decide("acme-key", "sb", 8080), Ok("10.0.0.7:8080".into()));
-        assert!(f.gw.activity.get("sb").is_some(), "a routed request touches");
+        assert!(
+            f.gw.activity.get("sb").is_some(),
+            "a routed request touches"
+        );
 
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod("acme", "p1", Some("sb"), Phase::Running, Some("fd00::7")));
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("fd00::7"),
+        ));
         assert_eq!(f.decide("admin", "sb", 80), Ok("[fd00::7]:80".into()));
-        assert_eq!(f.decide("admin", "other", 80), Err(DenyCode::SandboxNotFound));
+        assert_eq!(
+            f.decide("admin", "other", 80),
+            Err(DenyCode::SandboxNotFound)
+        );
     }
 
     #[test]
     fn refuses_in_contract_order() {
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod("globex", "p1", Some("sb"), Phase::Running, Some("10.0.0.7")));
+        f.gw.pods.apply(pod(
+            "globex",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.7"),
+        ));
         assert_eq!(f.decide("", "bad/id", 80), Err(DenyCode::InvalidSandboxId));
         assert_eq!(f.decide("", "sb", 70000), Err(DenyCode::InvalidPort));
         assert_eq!(f.decide("", "sb", 0), Err(DenyCode::MissingPort));
@@ -271,16 +298,42 @@ mod tests {
     fn not_routable_is_502() {
         let f = fixture(FALLBACK);
         for (id, phase, ip, want) in [
-            ("starting", Phase::Starting, Some("10.0.0.1"), DenyCode::SandboxNotReady),
-            ("idle", Phase::Idle, Some("10.0.0.1"), DenyCode::SandboxNotReady),
-            ("failed", Phase::Failed, Some("10.0.0.1"), DenyCode::SandboxNotReady),
-            ("unknown", Phase::Unknown, Some("10.0.0.1"), DenyCode::SandboxNotReady),
+            (
+                "starting",
+                Phase::Starting,
+                Some("10.0.0.1"),
+                DenyCode::SandboxNotReady,
+            ),
+            (
+                "idle",
+                Phase::Idle,
+                Some("10.0.0.1"),
+                DenyCode::SandboxNotReady,
+            ),
+            (
+                "failed",
+                Phase::Failed,
+                Some("10.0.0.1"),
+                DenyCode::SandboxNotReady,
+            ),
+            (
+                "unknown",
+                Phase::Unknown,
+                Some("10.0.0.1"),
+                DenyCode::SandboxNotReady,
+            ),
             ("noip", Phase::Running, None, DenyCode::SandboxNoIp),
         ] {
             f.gw.pods.apply(pod("acme", id, Some(id), phase, ip));
             assert_eq!(f.decide("admin", id, 80), Err(want), "{id}");
         }
-        f.gw.pods.apply(pod("acme", "stopping", Some("stopping"), Phase::Stopping, Some("10.0.0.2")));
+        f.gw.pods.apply(pod(
+            "acme",
+            "stopping",
+            Some("stopping"),
+            Phase::Stopping,
+            Some("10.0.0.2"),
+        ));
         assert_eq!(f.decide("admin", "stopping", 80), Ok("10.0.0.2:80".into()));
     }
 
@@ -288,11 +341,27 @@ mod tests {
     fn pushed_route_never_reaches_a_reused_pod() {
         let f = fixture(DecideConfig::default());
         f.gw.routes.push("sb", "acme", "p1");
-        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxPodMissing));
-        f.gw.pods.apply(pod("acme", "p1", Some("other"), Phase::Running, Some("10.0.0.9")));
-        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxReassigned));
-        f.gw.pods.apply(pod("acme", "p1", None, Phase::Idle, Some("10.0.0.9")));
-        assert_eq!(f.decide("admin", "sb", 80), Err(DenyCode::SandboxReassigned));
+        assert_eq!(
+            f.decide("admin", "sb", 80),
+            Err(DenyCode::SandboxPodMissing)
+        );
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("other"),
+            Phase::Running,
+            Some("10.0.0.9"),
+        ));
+        assert_eq!(
+            f.decide("admin", "sb", 80),
+            Err(DenyCode::SandboxReassigned)
+        );
+        f.gw.pods
+            .apply(pod("acme", "p1", None, Phase::Idle, Some("10.0.0.9")));
+        assert_eq!(
+            f.decide("admin", "sb", 80),
+            Err(DenyCode::SandboxReassigned)
+        );
     }
 
     #[test]
@@ -300,7 +369,10 @@ mod tests {
         let f = fixture(DecideConfig::default());
         f.gw.routes.push("sb", "globex", "p1");
         assert_eq!(f.decide("acme-key", "sb", 80), Err(DenyCode::Forbidden));
-        assert_eq!(f.decide("globex-key", "sb", 80), Err(DenyCode::SandboxPodMissing));
+        assert_eq!(
+            f.decide("globex-key", "sb", 80),
+            Err(DenyCode::SandboxPodMissing)
+        );
     }
 
     #[test]
@@ -324,17 +396,48 @@ mod tests {
         p.armed_for = None;
         p.resource_version = 4;
         f.gw.pods.apply(p);
-        assert_eq!(f.decide("admin", "sb", 80), Ok("10.0.0.1:80".into()), "stopping is exempt");
+        assert_eq!(
+            f.decide("admin", "sb", 80),
+            Ok("10.0.0.1:80".into()),
+            "stopping is exempt"
+        );
     }
 
     #[test]
     fn index_prefers_a_routable_pod_and_the_callers_namespace() {
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod("acme", "old", Some("sb"), Phase::Failed, Some("10.0.0.1")));
-        f.gw.pods.apply(pod("acme", "new", Some("sb"), Phase::Running, Some("10.0.0.2")));
+        f.gw.pods.apply(pod(
+            "acme",
+            "old",
+            Some("sb"),
+            Phase::Failed,
+            Some("10.0.0.1"),
+        ));
+        f.gw.pods.apply(pod(
+            "acme",
+            "new",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.2"),
+        ));
         assert_eq!(f.decide("acme-key", "sb", 80), Ok("10.0.0.2:80".into()));
-        f.gw.pods.apply(pod("globex", "dup", Some("sb2"), Phase::Running, Some("10.0.0.3")));
-        f.gw.pods.apply(pod("acme", "mine", Some("sb2"), Phase::Starting, Some("10.0.0.4")));
-        assert_eq!(f.decide("acme-key", "sb2", 80), Err(DenyCode::SandboxNotReady));
+        f.gw.pods.apply(pod(
+            "globex",
+            "dup",
+            Some("sb2"),
+            Phase::Running,
+            Some("10.0.0.3"),
+        ));
+        f.gw.pods.apply(pod(
+            "acme",
+            "mine",
+            Some("sb2"),
+            Phase::Starting,
+            Some("10.0.0.4"),
+        ));
+        assert_eq!(
+            f.decide("acme-key", "sb2", 80),
+            Err(DenyCode::SandboxNotReady)
+        );
     }
 }

@@ -21,7 +21,9 @@ async fn main() -> std::process::ExitCode {
             init_logs(args.log_format);
             sandgate_resolver::serve::serve(*args).await
         }
-        Command::Ctl(args) => sandgate_resolver::ctl::run(args).await.map(|out| println!("{out}")),
+        Command::Ctl(args) => sandgate_resolver::ctl::run(args)
+            .await
+            .map(|out| println!("{out}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -80,7 +80,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn resolved(&self, outcome: &'static str, took: Duration) {
-        self.resolves.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.resolves
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
         self.resolve_seconds.observe(took.as_secs_f64());
     }
 
@@ -120,8 +122,13 @@ mod tests {
         m.informer_event("pods", "apply");
         m.set_sizes(7, 2);
         let text = m.encode();
-        assert!(text.contains(r#"sandgate_resolves_total{outcome="route"} 1"#), "{text}");
-        assert!(text.contains(r#"sandgate_informer_events_total{resource="pods",event="apply"} 1"#));
+        assert!(
+            text.contains(r#"sandgate_resolves_total{outcome="route"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sandgate_informer_events_total{resource="pods",event="apply"} 1"#)
+        );
         assert!(text.contains("sandgate_route_cache_entries 7"));
         assert!(text.contains("sandgate_resolve_duration_seconds_count 2"));
         assert!(text.ends_with("# EOF\n"));

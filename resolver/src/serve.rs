@@ -37,7 +37,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     keys.set_source(
         Source::Flags,
         KeySet {
-            admins: args.admin_keys.iter().filter(|k| !k.is_empty()).map(|k| digest(k)).collect(),
+            admins: args
+                .admin_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| digest(k))
+                .collect(),
             tenants: Vec::new(),
         },
     );
@@ -153,8 +158,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(control::server(routes, activity, keys))
         .serve_with_incoming_shutdown(TcpListenerStream::new(control_listener), stopped());
     servers.spawn(async move { Ok(control.await?) });
-    let http_server = axum::serve(http_listener, http::router(http_state))
-        .with_graceful_shutdown(stopped());
+    let http_server =
+        axum::serve(http_listener, http::router(http_state)).with_graceful_shutdown(stopped());
     servers.spawn(async move { Ok(http_server.await?) });
     tracing::info!("resolver serving");
 
@@ -235,14 +240,20 @@ async fn activity_upkeep(pods: Arc<PodStore>, activity: Arc<ActivityTracker>, ev
                 .any(|p| p.phase == Phase::Running)
         });
         if removed > 0 {
-            tracing::debug!(removed, "forgot activity of sandboxes without a running pod");
+            tracing::debug!(
+                removed,
+                "forgot activity of sandboxes without a running pod"
+            );
         }
     }
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

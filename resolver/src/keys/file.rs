@@ -141,11 +141,20 @@ tenants:
     #[test]
     fn keys_file_errors_name_the_entry_not_the_key() {
         for (bad, want) in [
-            ("tenants:\n  - key: secret-value\n    namespace: ''", "tenants[0]"),
+            (
+                "tenants:\n  - key: secret-value\n    namespace: ''",
+                "tenants[0]",
+            ),
             ("tenants:\n  - namespace: a", "tenants[0]"),
-            ("tenants:\n  - {key: a, sha256: b, namespace: c}", "tenants[0]"),
+            (
+                "tenants:\n  - {key: a, sha256: b, namespace: c}",
+                "tenants[0]",
+            ),
             ("admins:\n  - sha256: zz", "admins[0]"),
-            ("tenants:\n  - {key: a, namespace: b, expiresAt: soon}", "expiresAt"),
+            (
+                "tenants:\n  - {key: a, namespace: b, expiresAt: soon}",
+                "expiresAt",
+            ),
         ] {
             let err = parse_keys_file(bad).unwrap_err().to_string();
             assert!(err.contains(want), "{bad}: {err}");

@@ -100,7 +100,11 @@ impl KeyStore {
         for set in sources.values() {
             merged.admins.extend_from_slice(&set.admins);
             for t in &set.tenants {
-                merged.tenants.entry(prefix(&t.digest)).or_default().push(t.clone());
+                merged
+                    .tenants
+                    .entry(prefix(&t.digest))
+                    .or_default()
+                    .push(t.clone());
             }
         }
         self.merged.store(Arc::new(merged));
@@ -142,13 +146,17 @@ impl KeyStore {
             .get(&prefix(&d))
             .and_then(|c| c.iter().find(|t| bool::from(t.digest.ct_eq(&d))));
         match found {
-            Some(t) if t.expires_at.is_some_and(|exp| exp <= now) => {
-                Err(Deny::new(DenyCode::ExpiredApiKey, "the API key has expired"))
-            }
+            Some(t) if t.expires_at.is_some_and(|exp| exp <= now) => Err(Deny::new(
+                DenyCode::ExpiredApiKey,
+                "the API key has expired",
+            )),
             Some(t) => Ok(Principal::Tenant {
                 namespace: Arc::clone(&t.namespace),
             }),
-            None => Err(Deny::new(DenyCode::InvalidApiKey, "the API key is not valid")),
+            None => Err(Deny::new(
+                DenyCode::InvalidApiKey,
+                "the API key is not valid",
+            )),
         }
     }
 }
@@ -159,7 +167,6 @@ pub fn bearer(value: &str) -> Option<&str> {
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
-
 
 fn prefix(d: &Digest) -> [u8; 8] {
     let mut p = [0u8; 8];
@@ -211,11 +218,15 @@ mod tests {
         assert!(!s.is_admin(""));
         assert_eq!(
             s.authenticate("k-acme", now()),
-            Ok(Principal::Tenant { namespace: "acme".into() })
+            Ok(Principal::Tenant {
+                namespace: "acme".into()
+            })
         );
         assert_eq!(
             s.authenticate("k-later", now()),
-            Ok(Principal::Tenant { namespace: "globex".into() })
+            Ok(Principal::Tenant {
+                namespace: "globex".into()
+            })
         );
         let code = |k| s.authenticate(k, now()).unwrap_err().code;
         assert_eq!(code("k-old"), DenyCode::ExpiredApiKey);
@@ -246,7 +257,9 @@ mod tests {
 
     #[test]
     fn tenant_reach() {
-        let t = Principal::Tenant { namespace: "acme".into() };
+        let t = Principal::Tenant {
+            namespace: "acme".into(),
+        };
         assert!(t.may_reach("acme"));
         assert!(!t.may_reach("globex"));
         assert!(Principal::Admin.may_reach("anything"));

@@ -43,7 +43,9 @@ pub fn tenant_key(secret: &Secret) -> Result<TenantKey, &'static str> {
     {
         return Err("token-hash label does not match the token");
     }
-    let namespace = text("namespace")?.filter(|n| !n.is_empty()).ok_or("no namespace")?;
+    let namespace = text("namespace")?
+        .filter(|n| !n.is_empty())
+        .ok_or("no namespace")?;
     let expires_at = match text("expiresAt")? {
         None | Some("") => None,
         Some(t) => Some(t.parse().map_err(|_| "expiresAt is not RFC 3339")?),
@@ -142,14 +144,19 @@ mod tests {
     use k8s_openapi::ByteString;
 
     fn secret(data: &[(&str, &str)], hash_label: Option<&str>) -> Secret {
-        let mut s = Secret::default();
-        s.data = Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
-        );
+        let mut s = Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
         if let Some(l) = hash_label {
-            s.metadata.labels = Some(BTreeMap::from([(TOKEN_HASH_LABEL.to_string(), l.to_string())]));
+            s.metadata.labels = Some(BTreeMap::from([(
+                TOKEN_HASH_LABEL.to_string(),
+                l.to_string(),
+            )]));
         }
         s
     }
@@ -158,14 +165,21 @@ mod tests {
     fn reads_agentbox_secrets() {
         let hex = hex::encode(super::super::digest("k"));
         let k = tenant_key(&secret(
-            &[("token", &hex), ("namespace", "acme"), ("expiresAt", "2027-01-01T00:00:00Z")],
+            &[
+                ("token", &hex),
+                ("namespace", "acme"),
+                ("expiresAt", "2027-01-01T00:00:00Z"),
+            ],
             Some(&hex[..16]),
         ))
         .unwrap();
         assert_eq!(k.digest, super::super::digest("k"));
         assert_eq!(&*k.namespace, "acme");
         assert!(k.expires_at.is_some());
-        let no_exp = tenant_key(&secret(&[("token", &hex), ("namespace", "a"), ("expiresAt", "")], None));
+        let no_exp = tenant_key(&secret(
+            &[("token", &hex), ("namespace", "a"), ("expiresAt", "")],
+            None,
+        ));
         assert_eq!(no_exp.unwrap().expires_at, None);
     }
 
@@ -174,10 +188,25 @@ mod tests {
         let hex = hex::encode(super::super::digest("k"));
         for (s, why) in [
             (secret(&[("namespace", "a")], None), "no token"),
-            (secret(&[("token", "abc"), ("namespace", "a")], None), "token is not"),
+            (
+                secret(&[("token", "abc"), ("namespace", "a")], None),
+                "token is not",
+            ),
             (secret(&[("token", &hex)], None), "no namespace"),
-            (secret(&[("token", &hex), ("namespace", "a")], Some("0000000000000000")), "label"),
-            (secret(&[("token", &hex), ("namespace", "a"), ("expiresAt", "x")], None), "expiresAt"),
+            (
+                secret(
+                    &[("token", &hex), ("namespace", "a")],
+                    Some("0000000000000000"),
+                ),
+                "label",
+            ),
+            (
+                secret(
+                    &[("token", &hex), ("namespace", "a"), ("expiresAt", "x")],
+                    None,
+                ),
+                "expiresAt",
+            ),
             (Secret::default(), "no data"),
         ] {
             let err = tenant_key(&s).unwrap_err();

@@ -53,8 +53,9 @@ pub fn parse(yaml: &str, keys: &PodKeys) -> anyhow::Result<Vec<PodView>> {
                 anyhow::bail!("pod {}/{} is listed twice", e.namespace, e.name);
             }
             if let Some(ip) = &e.ip {
-                ip.parse::<std::net::IpAddr>()
-                    .map_err(|_| anyhow::anyhow!("pod {}/{}: bad ip {ip:?}", e.namespace, e.name))?;
+                ip.parse::<std::net::IpAddr>().map_err(|_| {
+                    anyhow::anyhow!("pod {}/{}: bad ip {ip:?}", e.namespace, e.name)
+                })?;
             }
             if let Some(id) = e.sandbox_id.take() {
                 e.labels.insert(keys.sandbox_id_label.clone(), id);

@@ -339,7 +339,10 @@ mod tests {
             (keys.phase_label.clone(), "stopping".to_string()),
         ]);
         let annotations = BTreeMap::from([
-            (keys.last_active_annotation.clone(), "2026-01-02T03:04:05Z".to_string()),
+            (
+                keys.last_active_annotation.clone(),
+                "2026-01-02T03:04:05Z".to_string(),
+            ),
             (keys.armed_annotation.clone(), "sb-1".to_string()),
         ]);
         let v = PodView::project(
@@ -373,7 +376,10 @@ mod tests {
             },
             &keys,
         );
-        assert_eq!((bare.sandbox_id, bare.phase, bare.ip), (None, Phase::Unknown, None));
+        assert_eq!(
+            (bare.sandbox_id, bare.phase, bare.ip),
+            (None, Phase::Unknown, None)
+        );
     }
 
     #[test]
@@ -382,7 +388,10 @@ mod tests {
         assert_eq!(s.apply(view("u1", "p1", Some("a"), 1)), Applied::Stored);
         assert_eq!(s.by_sandbox("a").len(), 1);
         assert_eq!(s.apply(view("u1", "p1", Some("b"), 2)), Applied::Stored);
-        assert!(s.by_sandbox("a").is_empty(), "relabelled pod leaves the old id");
+        assert!(
+            s.by_sandbox("a").is_empty(),
+            "relabelled pod leaves the old id"
+        );
         assert_eq!(&*s.by_sandbox("b")[0].name, "p1");
         assert_eq!(s.delete("ns", "p1", "u1"), Applied::Stored);
         assert!(s.by_sandbox("b").is_empty());
@@ -409,7 +418,10 @@ mod tests {
         let s = PodStore::default();
         s.apply(view("u1", "gone", Some("a"), 1));
         assert!(!s.is_synced());
-        s.replace_all([view("u2", "p2", Some("b"), 3), view("u3", "p3", Some("b"), 4)]);
+        s.replace_all([
+            view("u2", "p2", Some("b"), 3),
+            view("u3", "p3", Some("b"), 4),
+        ]);
         assert!(s.is_synced());
         assert!(s.get("ns", "gone").is_none());
         assert_eq!(s.by_sandbox("b").len(), 2);
