@@ -3,3 +3,5 @@
 //! per behaviour.
 
 pub mod emulator;
+pub mod fixtures;
+pub mod process;

@@ -111,8 +111,7 @@ fn valid_key(key: &str) -> bool {
 
 fn valid_value(v: &str) -> bool {
     v.len() <= 63
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
@@ -187,7 +186,9 @@ impl LabelSelector {
                                         i += 1;
                                     }
                                     // Empty set members such as `(a,,b)` or `()` are legal upstream.
-                                    Some(Tok::Comma) | Some(Tok::Close) => values.push(String::new()),
+                                    Some(Tok::Comma) | Some(Tok::Close) => {
+                                        values.push(String::new())
+                                    }
                                     _ => return err("unterminated set"),
                                 }
                                 match toks.get(i) {
@@ -410,7 +411,9 @@ mod tests {
         let o = obj(json!({"n": "5"}));
         assert!(LabelSelector::parse("n>4").unwrap().matches(&o));
         assert!(!LabelSelector::parse("n<4").unwrap().matches(&o));
-        for bad in ["=x", "a=b,", "a in (b", "a in b", "a b", "!", "a>x", "a=b=c", "a=b c"] {
+        for bad in [
+            "=x", "a=b,", "a in (b", "a in b", "a b", "!", "a>x", "a=b=c", "a=b c",
+        ] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad:?} should fail");
         }
     }
@@ -427,7 +430,11 @@ mod tests {
             ("status.phase!=Running", true),
             ("spec.nodeName=n2", false),
         ] {
-            assert_eq!(FieldSelector::parse(sel).unwrap().matches(&o), want, "{sel}");
+            assert_eq!(
+                FieldSelector::parse(sel).unwrap().matches(&o),
+                want,
+                "{sel}"
+            );
         }
         assert!(FieldSelector::parse("nonsense").is_err());
     }

@@ -113,16 +113,6 @@ pub(crate) enum EventType {
     Deleted,
 }
 
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
 /// One history entry. `prev` lets each watcher decide selector transitions (an object that
 /// stops matching is a DELETED for that watcher) without consulting the store again.
 #[derive(Debug)]
@@ -333,7 +323,12 @@ impl Store {
 
     /// Creates or replaces an object. `value` must already carry `metadata.name` and
     /// `metadata.namespace`. Returns the stored version.
-    pub fn write(&mut self, kind: Kind, mut value: Value, mode: WriteMode) -> Result<Arc<Obj>, ApiError> {
+    pub fn write(
+        &mut self,
+        kind: Kind,
+        mut value: Value,
+        mode: WriteMode,
+    ) -> Result<Arc<Obj>, ApiError> {
         let (ns, name) = object_key(&value)?;
         let prev = self.get(kind, &ns, &name).cloned();
         match (&prev, mode) {
@@ -356,6 +351,16 @@ impl Store {
             && matches!(mode, WriteMode::Update | WriteMode::UpdateStatus)
         {
             check_preconditions(kind, &name, prev, &value)?;
+            // Like upstream's BeforeUpdate: omitted system fields are taken from the old object,
+            // so an otherwise identical PUT is recognised as a no-op.
+            for field in ["uid", "creationTimestamp"] {
+                if let (Some(old), Some(meta)) = (
+                    prev.value.pointer(&format!("/metadata/{field}")),
+                    value.get_mut("metadata").and_then(Value::as_object_mut),
+                ) {
+                    meta.insert(field.to_string(), old.clone());
+                }
+            }
             value = if mode == WriteMode::UpdateStatus {
                 with_status_from(&prev.value, &value)
             } else {
@@ -418,7 +423,10 @@ impl Store {
             None => {
                 map.remove(&key);
                 // The DELETED event carries the last state with the deletion's RV.
-                let mut last = prev.as_ref().map(|p| p.value.clone()).unwrap_or(Value::Null);
+                let mut last = prev
+                    .as_ref()
+                    .map(|p| p.value.clone())
+                    .unwrap_or(Value::Null);
                 set_rv(&mut last, rv);
                 (EventType::Deleted, Obj::new(last))
             }
@@ -438,10 +446,10 @@ impl Store {
         obj
     }
 
-    pub fn put_snapshot(&mut self, snap: Snapshot) -> u64 {
+    pub fn put_snapshot(&mut self, snap: Arc<Snapshot>) -> u64 {
         let id = self.next_snapshot;
         self.next_snapshot += 1;
-        self.snapshots.insert(id, Arc::new(snap));
+        self.snapshots.insert(id, snap);
         self.snapshot_order.push_back(id);
         while self.snapshot_order.len() > self.snapshot_limit {
             if let Some(old) = self.snapshot_order.pop_front() {
@@ -523,7 +531,9 @@ fn stamp(kind: Kind, v: &mut Value, prev: Option<&Obj>, rv: u64) {
 }
 
 fn check_preconditions(kind: Kind, name: &str, prev: &Obj, new: &Value) -> Result<(), ApiError> {
-    if let Some(rv) = new.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+    if let Some(rv) = new
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
         && !rv.is_empty()
         && rv != prev.resource_version()
     {
@@ -698,7 +708,10 @@ mod tests {
         let a = s.write(Kind::Pod, pod("a"), WriteMode::Apply).unwrap();
         let a2 = s.write(Kind::Pod, pod("a"), WriteMode::Apply).unwrap();
         assert_eq!(a.uid(), a2.uid());
-        assert!(a2.resource_version().parse::<u64>().unwrap() > a.resource_version().parse::<u64>().unwrap());
+        assert!(
+            a2.resource_version().parse::<u64>().unwrap()
+                > a.resource_version().parse::<u64>().unwrap()
+        );
         let d = s.delete(Kind::Pod, "ns", "a").unwrap();
         assert_eq!(d.resource_version(), s.rv().to_string());
         let a3 = s.write(Kind::Pod, pod("a"), WriteMode::Apply).unwrap();
@@ -706,7 +719,9 @@ mod tests {
         // limit 3: the first event was dropped
         let first = a.resource_version().parse::<u64>().unwrap();
         assert!(matches!(s.drain(first - 1, 10, false), Drain::Gone { .. }));
-        let Drain::Events(ev) = s.drain(first, 10, false) else { panic!() };
+        let Drain::Events(ev) = s.drain(first, 10, false) else {
+            panic!()
+        };
         assert_eq!(ev.len(), 3);
         assert_eq!(ev[1].etype, EventType::Deleted);
         s.compact();
@@ -719,11 +734,26 @@ mod tests {
     fn create_update_conflicts() {
         let mut s = Store::new(10, 4);
         s.write(Kind::Secret, pod("x"), WriteMode::Create).unwrap();
-        assert_eq!(s.write(Kind::Secret, pod("x"), WriteMode::Create).unwrap_err().code, 409);
-        assert_eq!(s.write(Kind::Secret, pod("y"), WriteMode::Update).unwrap_err().code, 404);
+        assert_eq!(
+            s.write(Kind::Secret, pod("x"), WriteMode::Create)
+                .unwrap_err()
+                .code,
+            409
+        );
+        assert_eq!(
+            s.write(Kind::Secret, pod("y"), WriteMode::Update)
+                .unwrap_err()
+                .code,
+            404
+        );
         let mut stale = pod("x");
         stale["metadata"]["resourceVersion"] = json!("1");
-        assert_eq!(s.write(Kind::Secret, stale, WriteMode::Update).unwrap_err().code, 409);
+        assert_eq!(
+            s.write(Kind::Secret, stale, WriteMode::Update)
+                .unwrap_err()
+                .code,
+            409
+        );
         let rv = s.rv();
         // no-op update does not bump
         s.write(Kind::Secret, pod("x"), WriteMode::Update).unwrap();
@@ -733,7 +763,10 @@ mod tests {
     #[test]
     fn merge_patch_semantics() {
         let mut t = json!({"a": {"b": 1, "c": 2}, "l": [1, 2]});
-        merge_patch(&mut t, &json!({"a": {"b": null, "d": 3}, "l": [3], "$patch": "x"}));
+        merge_patch(
+            &mut t,
+            &json!({"a": {"b": null, "d": 3}, "l": [3], "$patch": "x"}),
+        );
         assert_eq!(t, json!({"a": {"c": 2, "d": 3}, "l": [3]}));
     }
 
