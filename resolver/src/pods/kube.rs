@@ -26,9 +26,9 @@ pub struct SlimPod {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct SlimPodStatus {
-    #[serde(default)]
+    // The wire name is `podIP`, which `rename_all = "camelCase"` would spell `podIp`.
+    #[serde(default, rename = "podIP")]
     pub pod_ip: Option<String>,
 }
 
@@ -145,5 +145,30 @@ fn outcome_label(kind: &'static str, outcome: super::Applied) -> &'static str {
         (_, Stale) => "stale",
         (_, Fenced) => "fenced",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_wire_pod_shape_and_projects_routing_facts() {
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "namespace": "acme", "name": "pod-1", "uid": "u-1", "resourceVersion": "42",
+                "labels": {"agentbox.navix.sh/sandbox-id": "sb-1",
+                           "agentbox.navix.sh/sandbox-phase": "running"},
+            },
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}]},
+        });
+        let pod: SlimPod = serde_json::from_value(body).unwrap();
+        let view = pod.view(&PodKeys::default());
+        assert_eq!(view.ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(view.sandbox_id.as_deref(), Some("sb-1"));
+        assert_eq!(view.resource_version, 42);
+        assert_eq!(&*view.uid, "u-1");
     }
 }
