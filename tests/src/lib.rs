@@ -5,3 +5,4 @@
 pub mod emulator;
 pub mod fixtures;
 pub mod process;
+pub mod stack;

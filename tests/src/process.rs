@@ -1,0 +1,321 @@
+//! Running the real `sandgate-resolver` binary on loopback, and talking to it the way Envoy, the
+//! controller and operators do (gRPC and HTTP). Every process is killed when its handle drops.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
+use sandgate_proto::resolver::v1::resolver_client::ResolverClient;
+use sandgate_proto::resolver::v1::{ResolveRequest, resolve_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+/// A free loopback port (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A built binary of this workspace, next to the test executable's `deps/` folder.
+/// `just test` builds the binaries before running tests.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --bins`, which `just test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// What a Resolve call answered, reduced to what tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Route(String),
+    Deny(u32, String),
+}
+
+impl Outcome {
+    pub fn deny(status: u32, code: &str) -> Outcome {
+        Outcome::Deny(status, code.to_string())
+    }
+
+    pub fn status(&self) -> u32 {
+        match self {
+            Outcome::Route(_) => 200,
+            Outcome::Deny(s, _) => *s,
+        }
+    }
+}
+
+pub struct Resolver {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub control: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Resolver {
+    /// Starts `sandgate-resolver serve` with `args` on fresh loopback ports and waits until its
+    /// HTTP port answers. Ports are chosen here; callers pass everything else.
+    pub async fn start<I, S>(args: I) -> Resolver
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (grpc, control, http) = loop {
+            let ports = (free_port(), free_port(), free_port());
+            if ports.0 != ports.1 && ports.1 != ports.2 && ports.0 != ports.2 {
+                break ports;
+            }
+        };
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut r = Resolver {
+            child: spawn(
+                &args,
+                addr(grpc),
+                addr(control),
+                addr(http),
+                &dir.path().join("resolver.log"),
+            ),
+            grpc: addr(grpc),
+            control: addr(control),
+            http: addr(http),
+            log: dir.path().join("resolver.log"),
+            args,
+            _dir: dir,
+        };
+        r.wait_healthy().await;
+        r
+    }
+
+    /// Kills the process (SIGKILL: no graceful anything) and waits for it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("resolver did not stop within 10 s of SIGTERM")
+            .expect("wait")
+    }
+
+    /// Starts the same binary again with the same arguments and ports (after `kill`).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.child = spawn(&self.args, self.grpc, self.control, self.http, &self.log);
+        self.wait_healthy().await;
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("resolver exited early ({status}):\n{}", self.logs());
+            }
+            if let Ok((200, _)) = http_get(self.http, "/healthz", None).await {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "resolver not healthy after 15 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until /readyz says ready.
+    pub async fn wait_ready(&self) {
+        let ok = eventually(Duration::from_secs(15), || async {
+            matches!(http_get(self.http, "/readyz", None).await, Ok((200, _)))
+        })
+        .await;
+        assert!(ok, "resolver not ready after 15 s:\n{}", self.logs());
+    }
+
+    pub async fn resolver_client(&self) -> ResolverClient<Channel> {
+        ResolverClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect Resolve")
+    }
+
+    pub async fn control_client(&self) -> ControlPlaneServiceClient<Channel> {
+        ControlPlaneServiceClient::connect(format!("http://{}", self.control))
+            .await
+            .expect("connect ControlPlaneService")
+    }
+
+    /// One Resolve call on a fresh connection.
+    pub async fn resolve(&self, api_key: &str, sandbox_id: &str, port: u32) -> Outcome {
+        let reply = self
+            .resolver_client()
+            .await
+            .resolve(ResolveRequest {
+                api_key: api_key.into(),
+                sandbox_id: sandbox_id.into(),
+                port,
+            })
+            .await
+            .expect("Resolve RPC failed")
+            .into_inner();
+        match reply.outcome.expect("reply without outcome") {
+            resolve_reply::Outcome::Route(r) => Outcome::Route(r.destination),
+            resolve_reply::Outcome::Deny(d) => Outcome::Deny(d.status, d.code),
+        }
+    }
+
+    /// Polls `resolve` until it answers `want` (or `within` passes); returns the last answer.
+    pub async fn resolve_until(
+        &self,
+        api_key: &str,
+        sandbox_id: &str,
+        port: u32,
+        want: &Outcome,
+        within: Duration,
+    ) -> Outcome {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.resolve(api_key, sandbox_id, port).await;
+            if &got == want || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn http_get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        http_get(self.http, path, bearer).await.expect("HTTP GET")
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn spawn(
+    args: &[String],
+    grpc: SocketAddr,
+    control: SocketAddr,
+    http: SocketAddr,
+    log: &Path,
+) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(workspace_bin("sandgate-resolver"))
+        .arg("serve")
+        .arg(format!("--grpc-listen={grpc}"))
+        .arg(format!("--control-listen={control}"))
+        .arg(format!("--http-listen={http}"))
+        .args(args)
+        .env("RUST_LOG", "info,sandgate_resolver=debug")
+        .env_remove("AGENTBOX_ADMIN_KEY")
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sandgate-resolver")
+}
+
+/// A minimal HTTP/1.1 GET (Connection: close), enough for health, metrics and JSON endpoints.
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad HTTP status line"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// Polls `check` every 20 ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
