@@ -1,0 +1,400 @@
+//! Reading a client request: which API key it carries, which sandbox and port it wants, the
+//! path the sandbox should see, and which headers must not reach the sandbox.
+//!
+//! Owns the request grammar shared by the wasm filter and the ext_proc entry, so both accept
+//! and refuse exactly the same requests. It sees headers only through a lookup closure and
+//! never allocates unless the path is rewritten.
+
+use crate::{Deny, DenyCode, parse_port, validate_sandbox_id};
+
+/// Header names and path shape an entry reads; every field is configuration with a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestGrammar {
+    /// Headers that may carry the API key, tried in order before `authorization: Bearer`.
+    pub key_headers: Vec<String>,
+    /// Whether `authorization: Bearer <key>` is accepted, after every header in `key_headers`.
+    pub bearer: bool,
+    pub id_header: String,
+    pub port_header: String,
+    /// The path segment before `{id}/{port}`, e.g. `sandboxes` in `/v1/sandboxes/a/8080/x`.
+    pub path_marker: String,
+    /// Port used when the request names none; `None` makes a missing port a 400.
+    pub default_port: Option<u16>,
+}
+
+impl Default for RequestGrammar {
+    fn default() -> Self {
+        RequestGrammar {
+            key_headers: vec!["agentbox-api-key".into(), "x-api-key".into()],
+            bearer: true,
+            id_header: "x-sandbox-id".into(),
+            port_header: "x-sandbox-port".into(),
+            path_marker: "sandboxes".into(),
+            default_port: None,
+        }
+    }
+}
+
+/// Where the API key was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource<'h> {
+    Header(&'h str),
+    Bearer,
+}
+
+/// What a valid request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The API key, or `None` when the request carries none (the resolver answers 401).
+    pub api_key: Option<(&'a str, KeySource<'a>)>,
+    pub sandbox_id: &'a str,
+    pub port: u16,
+    /// The `:path` the sandbox must see, when it differs from the client's.
+    pub rewritten_path: Option<String>,
+}
+
+impl RequestGrammar {
+    /// Reads the key, sandbox id and port. `header` returns a request header's value by its
+    /// lower-case name; `path` is the client's `:path` including the query string.
+    ///
+    /// The id header wins over the path: a request that names its sandbox by header keeps its
+    /// path untouched even if it contains the marker.
+    pub fn parse<'a, F>(&'a self, header: F, path: &'a str) -> Result<Target<'a>, Deny>
+    where
+        F: Fn(&str) -> Option<&'a str>,
+    {
+        let api_key = self.api_key(&header);
+        if let Some(id) = header(&self.id_header) {
+            let sandbox_id = validate_sandbox_id(id).map_err(|d| in_field(d, &self.id_header))?;
+            let port = match header(&self.port_header) {
+                Some(raw) => parse_port(raw).map_err(|d| in_field(d, &self.port_header))?,
+                None => self.default_port.ok_or_else(|| {
+                    in_field(
+                        Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
+                        &self.port_header,
+                    )
+                })?,
+            };
+            return Ok(Target {
+                api_key,
+                sandbox_id,
+                port,
+                rewritten_path: None,
+            });
+        }
+        let Some(found) = self.split_path(path) else {
+            return Err(Deny::new(
+                DenyCode::MissingSandboxId,
+                format!(
+                    "sandbox id is missing: send the {} and {} headers or use a path /{}/{{id}}/{{port}}/...",
+                    self.id_header, self.port_header, self.path_marker
+                ),
+            ));
+        };
+        let sandbox_id = validate_sandbox_id(found.id).map_err(|d| in_field(d, "path"))?;
+        let port = match found.port {
+            Some(raw) => parse_port(raw).map_err(|d| in_field(d, "path"))?,
+            None => self.default_port.ok_or_else(|| {
+                in_field(
+                    Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
+                    "path",
+                )
+            })?,
+        };
+        let mut rewritten = String::with_capacity(1 + found.rest.len() + found.query.len());
+        rewritten.push('/');
+        rewritten.push_str(found.rest);
+        rewritten.push_str(found.query);
+        Ok(Target {
+            api_key,
+            sandbox_id,
+            port,
+            rewritten_path: Some(rewritten),
+        })
+    }
+
+    /// The first non-empty key header in order, then `authorization: Bearer`.
+    fn api_key<'a, F>(&'a self, header: &F) -> Option<(&'a str, KeySource<'a>)>
+    where
+        F: Fn(&str) -> Option<&'a str>,
+    {
+        for name in &self.key_headers {
+            if let Some(v) = header(name).map(str::trim).filter(|v| !v.is_empty()) {
+                return Some((v, KeySource::Header(name)));
+            }
+        }
+        if self.bearer {
+            return header("authorization")
+                .and_then(bearer_token)
+                .map(|k| (k, KeySource::Bearer));
+        }
+        None
+    }
+
+    /// Whether a request header must be removed before the request reaches a sandbox: every
+    /// key header, every `x-sandbox-*` header, the original-destination header a client could
+    /// forge, and `authorization` when it carries the caller's key.
+    pub fn is_gateway_header(&self, name: &str, value: &str, api_key: Option<&str>) -> bool {
+        if self
+            .key_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+            || name.eq_ignore_ascii_case(&self.id_header)
+            || name.eq_ignore_ascii_case(&self.port_header)
+            || starts_with_ignore_case(name, "x-sandbox-")
+            || name.eq_ignore_ascii_case("x-envoy-original-dst-host")
+        {
+            return true;
+        }
+        // An `authorization` header meant for the sandbox's own app stays; one that carries
+        // the gateway key (however it was sent) must not leak.
+        name.eq_ignore_ascii_case("authorization")
+            && self.bearer
+            && bearer_token(value).is_some_and(|t| Some(t) == api_key)
+    }
+
+    fn split_path<'p>(&self, path: &'p str) -> Option<PathTarget<'p>> {
+        let (path_only, query) = match path.find('?') {
+            Some(i) => path.split_at(i),
+            None => (path, ""),
+        };
+        // Walk segments: find `/{marker}/` then take id and optional port and rest.
+        let mut offset = 0;
+        for seg in path_only.split('/') {
+            let after = offset + seg.len() + 1;
+            offset = after;
+            if seg != self.path_marker || after > path_only.len() {
+                continue;
+            }
+            let tail = &path_only[after..];
+            let (id, tail) = split_once_or_all(tail);
+            if id.is_empty() {
+                return None;
+            }
+            let (port, rest) = split_once_or_all(tail);
+            let port = (!port.is_empty()).then_some(port);
+            return Some(PathTarget {
+                id,
+                port,
+                rest,
+                query,
+            });
+        }
+        None
+    }
+}
+
+struct PathTarget<'p> {
+    id: &'p str,
+    port: Option<&'p str>,
+    rest: &'p str,
+    query: &'p str,
+}
+
+fn split_once_or_all(s: &str) -> (&str, &str) {
+    s.split_once('/').unwrap_or((s, ""))
+}
+
+fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn in_field(deny: Deny, field: &str) -> Deny {
+    Deny::new(deny.code, format!("{field}: {}", deny.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse<'a>(
+        g: &'a RequestGrammar,
+        headers: &'a [(&'a str, &'a str)],
+        path: &'a str,
+    ) -> Result<Target<'a>, Deny> {
+        g.parse(
+            |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
+            path,
+        )
+    }
+
+    #[test]
+    fn routes_by_header_and_keeps_the_path() {
+        let g = RequestGrammar::default();
+        let h = [
+            ("x-sandbox-id", "demo-a"),
+            ("x-sandbox-port", "8080"),
+            ("x-api-key", "k"),
+        ];
+        let t = parse(&g, &h, "/sandboxes/other/1/x?q=1").unwrap();
+        assert_eq!(t.sandbox_id, "demo-a");
+        assert_eq!(t.port, 8080);
+        assert_eq!(t.rewritten_path, None);
+        assert_eq!(t.api_key, Some(("k", KeySource::Header("x-api-key"))));
+    }
+
+    #[test]
+    fn routes_by_path_and_rewrites_it_keeping_the_query() {
+        let g = RequestGrammar::default();
+        for (path, id, port, want) in [
+            (
+                "/sandboxes/demo-a/8080/api/v1?x=1&y=2",
+                "demo-a",
+                8080,
+                "/api/v1?x=1&y=2",
+            ),
+            ("/v1/sandboxes/b/3000/", "b", 3000, "/"),
+            ("/sandboxes/b/3000", "b", 3000, "/"),
+            ("/sandboxes/b/3000?q", "b", 3000, "/?q"),
+            (
+                "/a/b/sandboxes/s.1/1/deep/er/path",
+                "s.1",
+                1,
+                "/deep/er/path",
+            ),
+            (
+                "/sandboxes/b/65535/x?sandboxes/c/1",
+                "b",
+                65535,
+                "/x?sandboxes/c/1",
+            ),
+        ] {
+            let t = parse(&g, &[], path).unwrap();
+            assert_eq!(
+                (t.sandbox_id, t.port, t.rewritten_path.as_deref()),
+                (id, port, Some(want)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_with_a_code_and_a_message_naming_the_field() {
+        let g = RequestGrammar::default();
+        let cases: [(&[(&str, &str)], &str, DenyCode, &str); 9] = [
+            (
+                &[],
+                "/",
+                DenyCode::MissingSandboxId,
+                "sandbox id is missing",
+            ),
+            (&[], "/sandboxes/", DenyCode::MissingSandboxId, "missing"),
+            (
+                &[],
+                "/sandboxes//80/x",
+                DenyCode::MissingSandboxId,
+                "missing",
+            ),
+            (&[], "/sandboxes/a", DenyCode::MissingPort, "path:"),
+            (&[], "/sandboxes/a/0/x", DenyCode::InvalidPort, "path:"),
+            (&[], "/sandboxes/a/65536", DenyCode::InvalidPort, "path:"),
+            (&[], "/sandboxes/-a/80", DenyCode::InvalidSandboxId, "path:"),
+            (
+                &[("x-sandbox-id", "a")],
+                "/",
+                DenyCode::MissingPort,
+                "x-sandbox-port:",
+            ),
+            (
+                &[("x-sandbox-id", "a b"), ("x-sandbox-port", "1")],
+                "/",
+                DenyCode::InvalidSandboxId,
+                "x-sandbox-id:",
+            ),
+        ];
+        for (headers, path, code, msg) in cases {
+            let d = parse(&g, headers, path).unwrap_err();
+            assert_eq!(d.code, code, "{headers:?} {path}");
+            assert!(d.message.contains(msg), "{d}");
+        }
+        let h = [("x-sandbox-id", "a"), ("x-sandbox-port", "http")];
+        assert_eq!(parse(&g, &h, "/").unwrap_err().code, DenyCode::InvalidPort);
+    }
+
+    #[test]
+    fn default_port_fills_a_missing_port_only() {
+        let g = RequestGrammar {
+            default_port: Some(8080),
+            ..Default::default()
+        };
+        assert_eq!(parse(&g, &[("x-sandbox-id", "a")], "/").unwrap().port, 8080);
+        let t = parse(&g, &[], "/sandboxes/a").unwrap();
+        assert_eq!((t.port, t.rewritten_path.as_deref()), (8080, Some("/")));
+        let bad = [("x-sandbox-id", "a"), ("x-sandbox-port", "")];
+        assert_eq!(
+            parse(&g, &bad, "/").unwrap_err().code,
+            DenyCode::MissingPort
+        );
+    }
+
+    #[test]
+    fn key_order_is_agentbox_then_x_api_key_then_bearer() {
+        let g = RequestGrammar::default();
+        let id = ("x-sandbox-id", "a");
+        let port = ("x-sandbox-port", "1");
+        fn key_of(g: &RequestGrammar, h: &[(&str, &str)]) -> Option<String> {
+            parse(g, h, "/")
+                .unwrap()
+                .api_key
+                .map(|(k, _)| k.to_string())
+        }
+        let key = |h: &[(&str, &str)]| key_of(&g, h);
+        let all = [
+            id,
+            port,
+            ("authorization", "Bearer c"),
+            ("x-api-key", "b"),
+            ("agentbox-api-key", "a"),
+        ];
+        assert_eq!(key(&all), Some("a".into()));
+        assert_eq!(key(&all[..4]), Some("b".into()));
+        assert_eq!(key(&all[..3]), Some("c".into()));
+        assert_eq!(
+            key(&[id, port, ("agentbox-api-key", ""), ("x-api-key", "b")]),
+            Some("b".into())
+        );
+        assert_eq!(key(&[id, port, ("authorization", "Basic Zm9v")]), None);
+        assert_eq!(
+            key(&[id, port, ("authorization", "bearer  t ")]),
+            Some("t".into())
+        );
+        assert_eq!(key(&[id, port]), None);
+    }
+
+    #[test]
+    fn gateway_headers_are_stripped_and_app_authorization_kept() {
+        let g = RequestGrammar::default();
+        for name in [
+            "agentbox-api-key",
+            "X-API-Key",
+            "x-sandbox-id",
+            "x-sandbox-port",
+            "x-sandbox-anything",
+            "x-envoy-original-dst-host",
+        ] {
+            assert!(g.is_gateway_header(name, "v", Some("k")), "{name}");
+        }
+        assert!(g.is_gateway_header("authorization", "Bearer k", Some("k")));
+        assert!(!g.is_gateway_header("authorization", "Bearer app-token", Some("k")));
+        assert!(!g.is_gateway_header("authorization", "Bearer k", None));
+        assert!(!g.is_gateway_header("content-type", "text/plain", Some("k")));
+        assert!(!g.is_gateway_header("x-sandbox", "v", Some("k")));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Token abc"), None);
+    }
+}
