@@ -1,2 +1,216 @@
-//! The proxy-wasm filter. Filled by the filter issue; until then it only proves the crate builds
-//! in the workspace.
+//! The proxy-wasm HTTP filter: a thin shell around the shared request grammar and the resolver.
+//!
+//! Owns the host side of a request: read headers, strip gateway-only ones, ask the resolver
+//! over gRPC, then either pin the destination and rewrite `:path`, or answer locally with the
+//! JSON refusal. The rules themselves live in `sandgate-core` (what a request asks for) and the
+//! resolver (who may reach what); this crate must not grow its own.
+//!
+//! Host calls go through `proxy_wasm::hostcalls`, whose errors are values, rather than the
+//! trait helpers, which unwrap them: a panic would leave this VM answering 503 until reload.
+
+pub mod config;
+pub mod wire;
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use sandgate_core::{Decision, Deny, RequestGrammar};
+
+use config::Config;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Per-plugin state: the parsed configuration shared by every request.
+#[derive(Default)]
+struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+struct Shared {
+    config: Config,
+    grammar: RequestGrammar,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(raw) => raw.unwrap_or_default(),
+            Err(e) => {
+                log(LogLevel::Error, &format!("reading configuration: {e:?}"));
+                return false;
+            }
+        };
+        match Config::parse(&raw) {
+            Ok(config) => {
+                let grammar = config.grammar();
+                self.shared = Some(Rc::new(Shared { config, grammar }));
+                true
+            }
+            // Refusing the configuration makes Envoy reject the listener update: better than
+            // running with settings nobody asked for.
+            Err(e) => {
+                log(LogLevel::Error, &e);
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(Request {
+            shared,
+            callout: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One request: waits for at most one Resolve answer.
+struct Request {
+    shared: Rc<Shared>,
+    /// Token of the pending callout and the path to set if it routes.
+    callout: Option<(u32, Option<String>)>,
+}
+
+impl Request {
+    fn on_headers(&mut self) -> Action {
+        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+            Ok(h) => h,
+            Err(e) => return self.refuse(&wire::unavailable(&format!("headers: {e:?}"))),
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let path = header(":path").unwrap_or("/");
+        let parsed = self.shared.grammar.parse(header, path);
+
+        // Strip first, whatever happens next: no later branch can forget it.
+        let api_key = parsed.as_ref().ok().and_then(|t| t.api_key.map(|(k, _)| k));
+        for (name, value) in &headers {
+            if self.shared.grammar.is_gateway_header(name, value, api_key)
+                && let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+            {
+                return self.refuse(&wire::unavailable(&format!("removing {name}: {e:?}")));
+            }
+        }
+
+        let target = match parsed {
+            Ok(t) => t,
+            Err(deny) => return self.refuse(&deny),
+        };
+        let cfg = &self.shared.config;
+        let message = wire::resolve_request(&target);
+        match hostcalls::dispatch_grpc_call(
+            &cfg.resolver_cluster,
+            wire::RESOLVER_SERVICE,
+            wire::RESOLVE_METHOD,
+            Vec::new(),
+            Some(&message),
+            cfg.timeout(),
+        ) {
+            Ok(token) => {
+                self.callout = Some((token, target.rewritten_path));
+                Action::Pause
+            }
+            Err(e) => self.unavailable(&format!("resolver call not sent: {e:?}")),
+        }
+    }
+
+    fn apply(&mut self, decision: Decision, path: Option<String>) {
+        let result = match decision {
+            Decision::Route { destination } => self.route(&destination, path.as_deref()),
+            Decision::Deny(deny) if deny.code == sandgate_core::DenyCode::ResolverUnavailable => {
+                self.unavailable(&deny.message);
+                Ok(())
+            }
+            Decision::Deny(deny) => {
+                self.refuse(&deny);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.refuse(&wire::unavailable(&e));
+        }
+    }
+
+    fn route(&self, destination: &str, path: Option<&str>) -> Result<(), String> {
+        hostcalls::call_foreign_function(
+            "set_envoy_filter_state",
+            Some(&wire::original_dst_argument(destination)),
+        )
+        .map_err(|e| format!("setting the destination: {e:?}"))?;
+        if let Some(path) = path {
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
+                .map_err(|e| format!("rewriting the path: {e:?}"))?;
+        }
+        hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
+    }
+
+    /// The resolver could not decide: 503, or on with no destination when failing open.
+    fn unavailable(&self, why: &str) -> Action {
+        log(LogLevel::Warn, why);
+        if self.shared.config.fail_closed {
+            self.refuse(&wire::unavailable(why))
+        } else {
+            let _ = hostcalls::resume_http_request();
+            Action::Continue
+        }
+    }
+
+    /// Answers locally; the request never reaches an upstream.
+    fn refuse(&self, deny: &Deny) -> Action {
+        let body = deny.json_body();
+        let sent = hostcalls::send_http_response(
+            u32::from(deny.status()),
+            vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            Some(body.as_bytes()),
+        );
+        if let Err(e) = sent {
+            log(LogLevel::Error, &format!("local reply failed: {e:?}"));
+        }
+        Action::Pause
+    }
+}
+
+impl Context for Request {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some((pending, path)) = self.callout.take() else {
+            return;
+        };
+        if pending != token {
+            self.callout = Some((pending, path));
+            return;
+        }
+        let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten();
+        let decision = wire::decision(status, body.as_deref());
+        self.apply(decision, path);
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.on_headers()
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}

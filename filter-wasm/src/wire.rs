@@ -1,0 +1,170 @@
+//! The bytes the filter exchanges with its host: the Resolve callout and the argument of
+//! Envoy's `set_envoy_filter_state` foreign function.
+//!
+//! Owns encoding and decoding only (plain Rust, tested natively); the contexts in lib.rs do
+//! the host calls.
+
+use prost::Message;
+use sandgate_core::{Decision, Deny, DenyCode, Target};
+use sandgate_proto::resolver::v1::{ResolveReply, ResolveRequest, resolve_reply};
+
+pub const RESOLVER_SERVICE: &str = "sandgate.resolver.v1.Resolver";
+pub const RESOLVE_METHOD: &str = "Resolve";
+
+/// Filter-state key the ORIGINAL_DST cluster reads before dynamic metadata and headers; a
+/// client cannot write it, unlike `x-envoy-original-dst-host`.
+pub const ORIGINAL_DST_KEY: &str = "envoy.network.transport_socket.original_dst_address";
+
+pub fn resolve_request(target: &Target<'_>) -> Vec<u8> {
+    ResolveRequest {
+        api_key: target
+            .api_key
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_default(),
+        sandbox_id: target.sandbox_id.to_string(),
+        port: u32::from(target.port),
+    }
+    .encode_to_vec()
+}
+
+/// What a Resolve answer means for the request. Anything the filter cannot make sense of is
+/// the resolver being unavailable: the request is refused, never routed on a guess.
+pub fn decision(grpc_status: u32, body: Option<&[u8]>) -> Decision {
+    if grpc_status != 0 {
+        return Decision::Deny(unavailable(&format!(
+            "resolver call failed (gRPC status {grpc_status})"
+        )));
+    }
+    let Some(Ok(reply)) = body.map(ResolveReply::decode) else {
+        return Decision::Deny(unavailable("resolver sent an unreadable reply"));
+    };
+    match reply.outcome {
+        Some(resolve_reply::Outcome::Route(r)) if !r.destination.is_empty() => Decision::Route {
+            destination: r.destination,
+        },
+        Some(resolve_reply::Outcome::Deny(d)) => {
+            // The code is looked up in the shared table so the status always matches it; an
+            // unknown code (a newer resolver) is not guessed at.
+            let code = DenyCode::ALL.into_iter().find(|c| c.as_str() == d.code);
+            match code {
+                Some(code) => Decision::Deny(Deny::new(code, d.message)),
+                None => Decision::Deny(unavailable("resolver sent an unknown refusal")),
+            }
+        }
+        _ => Decision::Deny(unavailable("resolver sent an empty reply")),
+    }
+}
+
+pub fn unavailable(message: &str) -> Deny {
+    Deny::new(DenyCode::ResolverUnavailable, message)
+}
+
+/// `envoy.source.extensions.common.wasm.SetEnvoyFilterStateArguments`.
+#[derive(Clone, PartialEq, Message)]
+pub struct SetEnvoyFilterStateArguments {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    /// LifeSpan: 0 FilterChain, 1 DownstreamRequest, 2 DownstreamConnection.
+    #[prost(int32, tag = "3")]
+    pub span: i32,
+}
+
+/// Argument that stores `destination` as this request's original destination.
+pub fn original_dst_argument(destination: &str) -> Vec<u8> {
+    SetEnvoyFilterStateArguments {
+        path: ORIGINAL_DST_KEY.into(),
+        value: destination.into(),
+        span: 1,
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use sandgate_core::KeySource;
+    use sandgate_proto::resolver::v1::{Deny as WireDeny, Route};
+
+    fn reply(outcome: resolve_reply::Outcome) -> Vec<u8> {
+        ResolveReply {
+            outcome: Some(outcome),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn request_carries_key_id_and_port() {
+        let t = Target {
+            api_key: Some(("k", KeySource::Bearer)),
+            sandbox_id: "sb",
+            port: 8080,
+            rewritten_path: None,
+        };
+        let r = ResolveRequest::decode(resolve_request(&t).as_slice()).unwrap();
+        assert_eq!(
+            (r.api_key.as_str(), r.sandbox_id.as_str(), r.port),
+            ("k", "sb", 8080)
+        );
+    }
+
+    #[test]
+    fn replies_become_decisions() {
+        let route = reply(resolve_reply::Outcome::Route(Route {
+            destination: "[fd00::1]:80".into(),
+        }));
+        assert_eq!(
+            decision(0, Some(&route)),
+            Decision::Route {
+                destination: "[fd00::1]:80".into()
+            }
+        );
+        let deny = reply(resolve_reply::Outcome::Deny(WireDeny {
+            status: 403,
+            code: "forbidden".into(),
+            message: "not yours".into(),
+        }));
+        assert_eq!(
+            decision(0, Some(&deny)),
+            Decision::Deny(Deny::new(DenyCode::Forbidden, "not yours"))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_503() {
+        let unknown = reply(resolve_reply::Outcome::Deny(WireDeny {
+            status: 200,
+            code: "made_up".into(),
+            message: String::new(),
+        }));
+        let empty_route = reply(resolve_reply::Outcome::Route(Route {
+            destination: String::new(),
+        }));
+        for (status, body) in [
+            (14, None),
+            (4, None),
+            (0, None),
+            (0, Some(&b"\xff\xff\xff"[..])),
+            (0, Some(&[][..])),
+            (0, Some(unknown.as_slice())),
+            (0, Some(empty_route.as_slice())),
+        ] {
+            match decision(status, body) {
+                Decision::Deny(d) => assert_eq!(d.code, DenyCode::ResolverUnavailable),
+                other => panic!("{status} {body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn filter_state_argument_layout() {
+        let arg =
+            SetEnvoyFilterStateArguments::decode(original_dst_argument("10.0.0.1:8080").as_slice())
+                .unwrap();
+        assert_eq!(arg.path, ORIGINAL_DST_KEY);
+        assert_eq!(arg.value, "10.0.0.1:8080");
+        assert_eq!(arg.span, 1);
+    }
+}
