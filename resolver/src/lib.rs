@@ -6,6 +6,7 @@
 //! [`callout`] (Resolve gRPC), [`control`] (ControlPlaneService), [`http`] (health, metrics,
 //! last-active). [`serve`] wires them together; [`config`] is the typed CLI.
 
+pub mod accesslog;
 pub mod activity;
 pub mod cache;
 pub mod callout;

@@ -19,6 +19,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    /// `active`, `idle` or `unattributed` (no routable Pod has the stream's upstream IP).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InformerLabels {
     resource: &'static str,
     event: &'static str,
@@ -29,6 +35,7 @@ pub struct Metrics {
     resolves: Family<OutcomeLabels, Counter>,
     resolve_seconds: Histogram,
     informer_events: Family<InformerLabels, Counter>,
+    stream_reports: Family<StreamLabels, Counter>,
     route_cache_entries: Gauge,
     pods: Gauge,
     sandboxes_tracked: Gauge,
@@ -52,6 +59,12 @@ impl Default for Metrics {
             "Watch events applied, by resource and kind (stale and fenced are ignored events)",
             informer_events.clone(),
         );
+        let stream_reports = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_reports",
+            "Periodic access-log reports of open streams, by what they meant for activity",
+            stream_reports.clone(),
+        );
         let route_cache_entries = Gauge::default();
         registry.register(
             "route_cache_entries",
@@ -71,6 +84,7 @@ impl Default for Metrics {
             resolves,
             resolve_seconds,
             informer_events,
+            stream_reports,
             route_cache_entries,
             pods,
             sandboxes_tracked,
@@ -89,6 +103,12 @@ impl Metrics {
     pub fn informer_event(&self, resource: &'static str, event: &'static str) {
         self.informer_events
             .get_or_create(&InformerLabels { resource, event })
+            .inc();
+    }
+
+    pub fn stream_report(&self, result: &'static str) {
+        self.stream_reports
+            .get_or_create(&StreamLabels { result })
             .inc();
     }
 

@@ -20,7 +20,7 @@ use crate::decide::Gateway;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, inventory};
-use crate::{callout, control, http, pods, reload};
+use crate::{accesslog, callout, control, http, pods, reload};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
@@ -134,7 +134,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keys: Arc::clone(&keys),
         routes: Arc::clone(&routes),
         activity: Arc::clone(&activity),
-        metrics,
+        metrics: Arc::clone(&metrics),
         ready,
     };
 
@@ -150,8 +150,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    // Envoy's `resolver` cluster carries both the per-request callout and the periodic
+    // access-log reports of long-lived streams.
     let grpc = tonic::transport::Server::builder()
         .add_service(callout::server(gateway))
+        .add_service(accesslog::server(
+            Arc::clone(&pods),
+            Arc::clone(&activity),
+            Arc::clone(&metrics),
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
     let control = tonic::transport::Server::builder()

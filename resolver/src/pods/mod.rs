@@ -1,4 +1,4 @@
-//! Live Pod state: a compact projection of every sandbox Pod, indexed by name and by sandbox id.
+//! Live Pod state: a compact projection of every sandbox Pod, indexed by name, by sandbox id and by IP.
 //!
 //! Owns the [`PodStore`] and the rule of what a Pod looks like to routing ([`PodView`]). Both Pod
 //! sources — the Kubernetes informer ([`kube`]) and the static inventory file ([`inventory`]) —
@@ -124,12 +124,48 @@ impl PodView {
     }
 }
 
+/// key → every Pod stored under it; a Pod is identified by (namespace, name).
+#[derive(Clone)]
+struct MultiIndex<K>(HashMap<K, Vec<Arc<PodView>>>);
+
+impl<K> Default for MultiIndex<K> {
+    fn default() -> Self {
+        MultiIndex(HashMap::new())
+    }
+}
+
+impl<K: std::hash::Hash + Eq> MultiIndex<K> {
+    fn add(&mut self, key: K, pod: &Arc<PodView>) {
+        self.0.entry(key).or_default().push(Arc::clone(pod));
+    }
+
+    fn remove(&mut self, key: &K, namespace: &str, name: &str) {
+        if let Some(pods) = self.0.get_mut(key) {
+            pods.retain(|p| !(*p.namespace == *namespace && *p.name == *name));
+            if pods.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    fn get<Q>(&self, key: &Q) -> Vec<Arc<PodView>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.0.get(key).cloned().unwrap_or_default()
+    }
+}
+
 #[derive(Default, Clone)]
 struct Maps {
     /// namespace → name → Pod. Nested so a lookup by two borrowed strs needs no allocation.
     by_name: HashMap<Box<str>, HashMap<Box<str>, Arc<PodView>>>,
     /// sandbox id → every Pod currently labelled with it (usually one).
-    by_sandbox: HashMap<Box<str>, Vec<Arc<PodView>>>,
+    by_sandbox: MultiIndex<Box<str>>,
+    /// Pod IP → Pods with it (one, unless host-network Pods share a node's IP); lets traffic
+    /// seen by address (access logs) be attributed to a sandbox.
+    by_ip: MultiIndex<IpAddr>,
 }
 
 impl Maps {
@@ -140,10 +176,10 @@ impl Maps {
     fn insert(&mut self, pod: Arc<PodView>) {
         self.remove_index(&pod.namespace, &pod.name);
         if let Some(id) = &pod.sandbox_id {
-            self.by_sandbox
-                .entry(id.clone())
-                .or_default()
-                .push(Arc::clone(&pod));
+            self.by_sandbox.add(id.clone(), &pod);
+        }
+        if let Some(ip) = pod.ip {
+            self.by_ip.add(ip, &pod);
         }
         self.by_name
             .entry(pod.namespace.clone())
@@ -161,19 +197,16 @@ impl Maps {
         }
     }
 
-    /// Drops the sandbox-index entry of the Pod currently stored under (namespace, name).
+    /// Drops the index entries of the Pod currently stored under (namespace, name).
     fn remove_index(&mut self, namespace: &str, name: &str) {
-        let Some(old) = self.get(namespace, name) else {
+        let Some(old) = self.get(namespace, name).cloned() else {
             return;
         };
-        let Some(id) = old.sandbox_id.clone() else {
-            return;
-        };
-        if let Some(pods) = self.by_sandbox.get_mut(&id) {
-            pods.retain(|p| !(*p.namespace == *namespace && *p.name == *name));
-            if pods.is_empty() {
-                self.by_sandbox.remove(&id);
-            }
+        if let Some(id) = &old.sandbox_id {
+            self.by_sandbox.remove(id, namespace, name);
+        }
+        if let Some(ip) = &old.ip {
+            self.by_ip.remove(ip, namespace, name);
         }
     }
 
@@ -217,12 +250,12 @@ impl PodStore {
 
     /// Every Pod labelled with `sandbox_id`.
     pub fn by_sandbox(&self, sandbox_id: &str) -> Vec<Arc<PodView>> {
-        self.maps
-            .read()
-            .by_sandbox
-            .get(sandbox_id)
-            .cloned()
-            .unwrap_or_default()
+        self.maps.read().by_sandbox.get(sandbox_id)
+    }
+
+    /// Every Pod with this IP.
+    pub fn by_ip(&self, ip: IpAddr) -> Vec<Arc<PodView>> {
+        self.maps.read().by_ip.get(&ip)
     }
 
     /// Applies an add/modify. Fenced by resourceVersion: resourceVersions are etcd revisions,
@@ -396,6 +429,28 @@ mod tests {
         assert_eq!(s.delete("ns", "p1", "u1"), Applied::Stored);
         assert!(s.by_sandbox("b").is_empty());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn ip_index_follows_ip_changes_and_delete() {
+        let s = PodStore::default();
+        let ip = |v: &str| -> IpAddr { v.parse().unwrap() };
+        s.apply(view("u1", "p1", Some("a"), 1));
+        assert_eq!(&*s.by_ip(ip("10.0.0.1"))[0].name, "p1");
+        s.apply(PodView {
+            ip: Some(ip("10.0.0.2")),
+            ..view("u1", "p1", Some("a"), 2)
+        });
+        assert!(s.by_ip(ip("10.0.0.1")).is_empty(), "old IP unindexed");
+        assert_eq!(s.by_ip(ip("10.0.0.2")).len(), 1);
+        s.apply(PodView {
+            ip: None,
+            ..view("u1", "p1", Some("a"), 3)
+        });
+        assert!(s.by_ip(ip("10.0.0.2")).is_empty());
+        s.apply(view("u1", "p1", Some("a"), 4));
+        s.delete("ns", "p1", "u1");
+        assert!(s.by_ip(ip("10.0.0.1")).is_empty());
     }
 
     #[test]
