@@ -2,7 +2,11 @@
 //! runners for the real binaries, and fixtures. Behaviour tests live in `tests/tests/`, one file
 //! per behaviour.
 
+pub mod echo;
 pub mod emulator;
+pub mod envoy;
 pub mod fixtures;
+pub mod gateway;
+pub mod http;
 pub mod process;
 pub mod stack;

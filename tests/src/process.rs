@@ -9,7 +9,6 @@ use std::time::Duration;
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
 use sandgate_proto::resolver::v1::resolver_client::ResolverClient;
 use sandgate_proto::resolver::v1::{ResolveRequest, resolve_reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -109,6 +108,17 @@ impl Resolver {
         let _ = self.child.kill().await;
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: its sockets stay open but nothing
+    /// answers, which is how a hung resolver looks to Envoy.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(pid) = self.child.id() {
+            let sig = if frozen { "-STOP" } else { "-CONT" };
+            let _ = std::process::Command::new("kill")
+                .args([sig, &pid.to_string()])
+                .status();
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
@@ -139,7 +149,7 @@ impl Resolver {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("resolver exited early ({status}):\n{}", self.logs());
             }
-            if let Ok((200, _)) = http_get(self.http, "/healthz", None).await {
+            if let Ok((200, _)) = crate::http::get(self.http, "/healthz", None).await {
                 return;
             }
             assert!(
@@ -154,7 +164,10 @@ impl Resolver {
     /// Waits until /readyz says ready.
     pub async fn wait_ready(&self) {
         let ok = eventually(Duration::from_secs(15), || async {
-            matches!(http_get(self.http, "/readyz", None).await, Ok((200, _)))
+            matches!(
+                crate::http::get(self.http, "/readyz", None).await,
+                Ok((200, _))
+            )
         })
         .await;
         assert!(ok, "resolver not ready after 15 s:\n{}", self.logs());
@@ -211,7 +224,9 @@ impl Resolver {
     }
 
     pub async fn http_get(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
-        http_get(self.http, path, bearer).await.expect("HTTP GET")
+        crate::http::get(self.http, path, bearer)
+            .await
+            .expect("HTTP GET")
     }
 }
 
@@ -248,58 +263,6 @@ fn spawn(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn sandgate-resolver")
-}
-
-/// A minimal HTTP/1.1 GET (Connection: close), enough for health, metrics and JSON endpoints.
-pub async fn http_get(
-    addr: SocketAddr,
-    path: &str,
-    bearer: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let auth = bearer
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad HTTP status line"))?;
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_string()
-        },
-    ))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes; returns whether it held.

@@ -1,0 +1,175 @@
+//! Real Envoy (the PyPI build, V8 runtime) running the repository's envoy.yaml with the built
+//! filter, on fresh loopback ports. The process is killed when the handle drops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::process::free_port;
+
+/// The repository root (envoy.yaml, target/).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository")
+        .to_path_buf()
+}
+
+/// An installed artefact: `$VAR` when set, else `default` under the repository root.
+fn artefact(var: &str, default: &str, how: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(default));
+    assert!(
+        path.exists(),
+        "{} is missing: {how} (or point {var} at one)",
+        path.display()
+    );
+    path
+}
+
+/// What a test changes in envoy.yaml; everything else is the shipped configuration.
+#[derive(Debug, Clone)]
+pub struct EnvoyOptions {
+    /// The resolver's Resolve (and access-log) gRPC address.
+    pub resolver: SocketAddr,
+    /// Replaces `access_log_flush_interval` (the activity reporting period of long streams).
+    pub activity_interval: Duration,
+    /// Replaces the filter's callout `timeout_ms`.
+    pub callout_timeout: Duration,
+}
+
+pub struct Envoy {
+    child: Child,
+    /// The gateway listener (the demo's :8092).
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    /// Renders envoy.yaml for `opts` and starts Envoy; returns once its admin says LIVE.
+    pub async fn start(opts: &EnvoyOptions) -> Envoy {
+        let envoy = artefact(
+            "SANDGATE_ENVOY",
+            "target/envoy-venv/bin/envoy",
+            "run `just envoy`",
+        );
+        let wasm = artefact(
+            "SANDGATE_WASM",
+            "target/wasm/sandgate_filter.wasm",
+            "run `just wasm`",
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (listen, admin) = (free_port(), free_port());
+        let config = render(
+            &std::fs::read_to_string(repo_root().join("envoy.yaml")).expect("envoy.yaml"),
+            &[
+                ("port_value: 8092", format!("port_value: {listen}")),
+                ("port_value: 9901", format!("port_value: {admin}")),
+                (
+                    "address: 127.0.0.1, port_value: 50051",
+                    format!(
+                        "address: {}, port_value: {}",
+                        opts.resolver.ip(),
+                        opts.resolver.port()
+                    ),
+                ),
+                (
+                    "filename: target/wasm/sandgate_filter.wasm",
+                    format!("filename: {}", wasm.display()),
+                ),
+                (
+                    "access_log_flush_interval: 30s",
+                    format!(
+                        "access_log_flush_interval: {}s",
+                        opts.activity_interval.as_secs_f64()
+                    ),
+                ),
+                (
+                    "\"timeout_ms\": 1000",
+                    format!("\"timeout_ms\": {}", opts.callout_timeout.as_millis()),
+                ),
+            ],
+        );
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config).expect("write envoy config");
+        let log = dir.path().join("envoy.log");
+        let child = Command::new(envoy)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+            .arg("--log-path")
+            .arg(&log)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn envoy");
+        let mut e = Envoy {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], listen)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+            log,
+            _dir: dir,
+        };
+        e.wait_live().await;
+        e
+    }
+
+    async fn wait_live(&mut self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("envoy exited early ({status}):\n{}", self.logs());
+            }
+            if let Ok((200, body)) = crate::http::get(self.admin, "/ready", None).await
+                && body.trim() == "LIVE"
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "envoy not LIVE after 30 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A counter or gauge from the admin stats, 0 when absent.
+    pub async fn stat(&self, name: &str) -> u64 {
+        let (_, body) = crate::http::get(self.admin, &format!("/stats?filter=^{name}$"), None)
+            .await
+            .expect("envoy admin /stats");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change
+/// to envoy.yaml cannot silently leave a test running the wrong configuration.
+fn render(template: &str, replacements: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (from, to) in replacements {
+        let n = out.matches(from).count();
+        assert_eq!(
+            n, 1,
+            "envoy.yaml must contain {from:?} exactly once (found {n})"
+        );
+        out = out.replace(from, to);
+    }
+    out
+}

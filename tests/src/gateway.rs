@@ -1,0 +1,116 @@
+//! The whole product on loopback: Envoy with the built filter, the resolver watching the
+//! Kubernetes API emulator, and echo servers standing in for sandbox Pods.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::envoy::{Envoy, EnvoyOptions};
+use crate::fixtures::pod;
+use crate::http::{self, Response};
+use crate::stack::{ADMIN_KEY, KubeStack, PROPAGATION};
+
+pub struct Gateway {
+    pub kube: KubeStack,
+    pub envoy: Envoy,
+    upstreams: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for u in &self.upstreams {
+            u.abort();
+        }
+    }
+}
+
+/// How the tests' Envoy differs from the shipped one: a short activity period so long-stream
+/// reporting can be watched in seconds.
+pub const TEST_ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
+pub const TEST_CALLOUT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+impl Gateway {
+    pub async fn start() -> Gateway {
+        Self::start_with(&[]).await
+    }
+
+    /// `resolver_args` are passed to the resolver on top of the emulator set-up.
+    pub async fn start_with(resolver_args: &[&str]) -> Gateway {
+        let kube = KubeStack::start(resolver_args).await;
+        let envoy = Envoy::start(&EnvoyOptions {
+            resolver: kube.resolver.grpc,
+            activity_interval: TEST_ACTIVITY_INTERVAL,
+            callout_timeout: TEST_CALLOUT_TIMEOUT,
+        })
+        .await;
+        Gateway {
+            kube,
+            envoy,
+            upstreams: Vec::new(),
+        }
+    }
+
+    /// Starts an echo server for `sandbox` on `ip` (a loopback address, as its Pod IP), and
+    /// publishes a running Pod `namespace/name` for it. Returns the echo's port, the port
+    /// clients ask for.
+    pub async fn sandbox(&mut self, namespace: &str, name: &str, sandbox: &str, ip: &str) -> u16 {
+        let port = self.echo(sandbox, ip).await;
+        self.kube.emu.apply(
+            pod(namespace, name)
+                .sandbox(sandbox)
+                .phase("running")
+                .ip(ip)
+                .json(),
+        );
+        let want = crate::process::Outcome::Route(format!("{ip}:{port}"));
+        let got = self
+            .kube
+            .resolver
+            .resolve_until(ADMIN_KEY, sandbox, u32::from(port), &want, PROPAGATION)
+            .await;
+        assert_eq!(got, want, "the resolver did not see sandbox {sandbox}");
+        port
+    }
+
+    /// Starts an echo server reporting itself as `sandbox` on `ip`:<random port>.
+    pub async fn echo(&mut self, sandbox: &str, ip: &str) -> u16 {
+        let ip: IpAddr = ip.parse().expect("loopback ip");
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
+            .await
+            .expect("bind echo upstream");
+        let port = listener.local_addr().expect("echo addr").port();
+        let id = sandbox.to_string();
+        self.upstreams.push(tokio::spawn(async move {
+            let _ = crate::echo::serve(listener, id).await;
+        }));
+        port
+    }
+
+    /// One request through Envoy.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        http::send(self.envoy.addr, method, path, headers)
+            .await
+            .unwrap_or_else(|e| panic!("request through envoy failed: {e}\n{}", self.envoy.logs()))
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.send("GET", path, headers).await
+    }
+
+    /// Repeats a GET until its status is `status` or `within` passes; returns the last answer.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        status: u16,
+        within: Duration,
+    ) -> Response {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let r = self.get(path, headers).await;
+            if r.status == status || tokio::time::Instant::now() >= deadline {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

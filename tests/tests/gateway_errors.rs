@@ -1,0 +1,183 @@
+//! Every refusal through Envoy: status, JSON body `{"code", "message"}`, and a local answer
+//! that never reaches a sandbox; the resolver's absence is a prompt 503 and its return heals.
+
+use std::time::{Duration, Instant};
+
+use sandgate_tests::fixtures::{key_secret, pod};
+use sandgate_tests::gateway::{Gateway, TEST_CALLOUT_TIMEOUT};
+use sandgate_tests::http::Response;
+use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY, KEYS_NAMESPACE, PROPAGATION};
+
+fn assert_refused(r: &Response, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{code}: {}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["code"], code, "{}", r.body);
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        r.body
+    );
+    assert!(
+        body.get("sandbox").is_none(),
+        "reached a sandbox: {}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_status_and_json_code() {
+    let mut gw = Gateway::start().await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let p = port.to_string();
+    for (phase, id) in [
+        ("starting", "sb-starting"),
+        ("idle", "sb-idle"),
+        ("failed", "sb-failed"),
+    ] {
+        gw.kube.emu.apply(
+            pod("acme", id)
+                .sandbox(id)
+                .phase(phase)
+                .ip("127.0.0.11")
+                .json(),
+        );
+    }
+    gw.kube.emu.apply(
+        pod("acme", "sb-noip")
+            .sandbox("sb-noip")
+            .phase("running")
+            .no_ip()
+            .json(),
+    );
+    gw.kube.emu.apply(key_secret(
+        KEYS_NAMESPACE,
+        "key-expired",
+        "expired-key-0123456789",
+        "acme",
+        Some("2020-01-01T00:00:00Z"),
+    ));
+    gw.kube.barrier().await;
+
+    let key = [("x-api-key", ACME_KEY)];
+    let by_path = |id: &str, port: &str| format!("/sandboxes/{id}/{port}/x");
+    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+        ("/plain".into(), key.to_vec(), 400, "missing_sandbox_id"),
+        (
+            by_path("-bad-", &p),
+            key.to_vec(),
+            400,
+            "invalid_sandbox_id",
+        ),
+        ("/sandboxes/sb-a".into(), key.to_vec(), 400, "missing_port"),
+        (by_path("sb-a", "65536"), key.to_vec(), 400, "invalid_port"),
+        (by_path("sb-a", "http"), key.to_vec(), 400, "invalid_port"),
+        (
+            "/".into(),
+            vec![("x-sandbox-id", "a b"), ("x-sandbox-port", "1")],
+            400,
+            "invalid_sandbox_id",
+        ),
+        (
+            "/".into(),
+            vec![("x-sandbox-id", "sb-a")],
+            400,
+            "missing_port",
+        ),
+        (by_path("sb-a", &p), vec![], 401, "missing_api_key"),
+        (
+            by_path("sb-a", &p),
+            vec![("x-api-key", "wrong")],
+            401,
+            "invalid_api_key",
+        ),
+        (
+            by_path("sb-a", &p),
+            vec![("authorization", "Bearer expired-key-0123456789")],
+            401,
+            "expired_api_key",
+        ),
+        (
+            by_path("sb-a", &p),
+            vec![("x-api-key", GLOBEX_KEY)],
+            403,
+            "forbidden",
+        ),
+        (
+            by_path("nobody", &p),
+            key.to_vec(),
+            404,
+            "sandbox_not_found",
+        ),
+        (
+            by_path("sb-starting", &p),
+            key.to_vec(),
+            502,
+            "sandbox_not_ready",
+        ),
+        (
+            by_path("sb-idle", &p),
+            key.to_vec(),
+            502,
+            "sandbox_not_ready",
+        ),
+        (
+            by_path("sb-failed", &p),
+            key.to_vec(),
+            502,
+            "sandbox_not_ready",
+        ),
+        (by_path("sb-noip", &p), key.to_vec(), 502, "sandbox_no_ip"),
+    ];
+    for (path, headers, status, code) in cases {
+        let r = gw.get(&path, &headers).await;
+        assert_refused(&r, status, code);
+    }
+    // And the sandbox itself is fine.
+    assert_eq!(
+        gw.get(&by_path("sb-a", &p), &key).await.json()["sandbox"],
+        "sb-a"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_resolver_is_a_prompt_503_and_its_return_heals() {
+    let mut gw = Gateway::start().await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let path = format!("/sandboxes/sb-a/{port}/");
+    let key = [("x-api-key", ACME_KEY)];
+    assert_eq!(gw.get(&path, &key).await.status, 200);
+
+    // Hung: the callout runs into its deadline.
+    gw.kube.resolver.freeze(true);
+    let started = Instant::now();
+    let r = gw.get(&path, &key).await;
+    gw.kube.resolver.freeze(false);
+    assert_refused(&r, 503, "resolver_unavailable");
+    assert!(
+        started.elapsed() >= TEST_CALLOUT_TIMEOUT.mul_f32(0.9)
+            && started.elapsed() < TEST_CALLOUT_TIMEOUT + Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.get(&path, &key).await.status, 200, "thawed");
+
+    // Gone: refused at once.
+    gw.kube.resolver.kill().await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = gw.get(&path, &key).await;
+        assert_refused(&r, 503, "resolver_unavailable");
+        // Bounded by the callout timeout (plus slack for a loaded machine), never hanging.
+        assert!(
+            started.elapsed() < TEST_CALLOUT_TIMEOUT + Duration::from_secs(2),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    gw.kube.resolver.restart().await;
+    let r = gw.get_until(&path, &key, 200, PROPAGATION).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["sandbox"], "sb-a");
+}
