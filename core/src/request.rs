@@ -279,7 +279,8 @@ mod tests {
     #[test]
     fn refuses_with_a_code_and_a_message_naming_the_field() {
         let g = RequestGrammar::default();
-        let cases: [(&[(&str, &str)], &str, DenyCode, &str); 9] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, DenyCode, &'a str);
+        let cases: [Case; 9] = [
             (
                 &[],
                 "/",

@@ -61,7 +61,9 @@ async fn every_refusal_has_its_status_and_json_code() {
 
     let key = [("x-api-key", ACME_KEY)];
     let by_path = |id: &str, port: &str| format!("/sandboxes/{id}/{port}/x");
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    // (path, headers, status, code)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("/plain".into(), key.to_vec(), 400, "missing_sandbox_id"),
         (
             by_path("-bad-", &p),
