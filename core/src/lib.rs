@@ -4,7 +4,7 @@
 //! ([`DenyCode`]), the [`Decision`] an entry applies, validation of the sandbox id and port,
 //! and the request grammar (key, id, port, path rewrite, gateway-only headers) that the wasm
 //! filter and the ext_proc entry share. It knows nothing of wasm, gRPC, Kubernetes or I/O and
-//! has no dependencies, so it builds unchanged for native and wasm32 targets.
+//! has no dependencies (serde behind a feature), so it builds unchanged for native and wasm32 targets.
 
 mod decision;
 mod facts;

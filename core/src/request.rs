@@ -9,6 +9,11 @@ use crate::{Deny, DenyCode, parse_port, validate_sandbox_id};
 
 /// Header names and path shape an entry reads; every field is configuration with a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RequestGrammar {
     /// Headers that may carry the API key, tried in order before `authorization: Bearer`.
     pub key_headers: Vec<String>,

@@ -1,7 +1,8 @@
 //! The plugin configuration: the JSON string in envoy.yaml's `configuration` field.
 //!
 //! Owns parsing and checking it. Every field has a default that matches the demo stack, so an
-//! empty configuration (`{}` or nothing) works.
+//! empty configuration (`{}` or nothing) works. What a request looks like (key headers, id and
+//! port headers, path marker, default port) is `sandgate_core::RequestGrammar`, under `request`.
 
 use std::time::Duration;
 
@@ -15,33 +16,20 @@ pub struct Config {
     pub resolver_cluster: String,
     /// Callout deadline. 0 is refused: Envoy fails such a call at once.
     pub timeout_ms: u64,
-    /// Headers that may carry the API key, tried in order, then `authorization: Bearer`.
-    pub key_headers: Vec<String>,
-    pub bearer: bool,
-    pub id_header: String,
-    pub port_header: String,
-    pub path_marker: String,
-    /// Port used when a request names none; unset makes a missing port a 400.
-    pub default_port: Option<u16>,
     /// When the resolver cannot answer: `true` refuses with 503. `false` lets the request go
     /// on undecided to the next filter (which must then decide; without a destination the
     /// sandboxes cluster has no host to send it to).
     pub fail_closed: bool,
+    pub request: RequestGrammar,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let g = RequestGrammar::default();
         Config {
             resolver_cluster: "resolver".into(),
             timeout_ms: 1000,
-            key_headers: g.key_headers,
-            bearer: g.bearer,
-            id_header: g.id_header,
-            port_header: g.port_header,
-            path_marker: g.path_marker,
-            default_port: g.default_port,
             fail_closed: true,
+            request: RequestGrammar::default(),
         }
     }
 }
@@ -65,39 +53,25 @@ impl Config {
         if self.resolver_cluster.is_empty() {
             return Err("resolver_cluster must name an Envoy cluster".into());
         }
-        if self.default_port == Some(0) {
-            return Err("default_port must be 1..=65535".into());
+        let g = &self.request;
+        if g.default_port == Some(0) {
+            return Err("request.default_port must be 1..=65535".into());
         }
-        let names = self
-            .key_headers
-            .iter()
-            .chain([&self.id_header, &self.port_header]);
-        for name in names {
+        for name in g.key_headers.iter().chain([&g.id_header, &g.port_header]) {
             if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || b == b':') {
                 return Err(format!(
                     "header name {name:?} must be non-empty lower case (Envoy stores them so)"
                 ));
             }
         }
-        if self.path_marker.is_empty() || self.path_marker.contains(['/', '?']) {
-            return Err("path_marker must be one path segment".into());
+        if g.path_marker.is_empty() || g.path_marker.contains(['/', '?']) {
+            return Err("request.path_marker must be one path segment".into());
         }
         Ok(())
     }
 
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
-    }
-
-    pub fn grammar(&self) -> RequestGrammar {
-        RequestGrammar {
-            key_headers: self.key_headers.clone(),
-            bearer: self.bearer,
-            id_header: self.id_header.clone(),
-            port_header: self.port_header.clone(),
-            path_marker: self.path_marker.clone(),
-            default_port: self.default_port,
-        }
     }
 }
 
@@ -110,16 +84,22 @@ mod tests {
     fn empty_means_defaults() {
         assert_eq!(Config::parse(b"").unwrap(), Config::default());
         assert_eq!(Config::parse(b"{}").unwrap(), Config::default());
-        assert_eq!(Config::default().grammar(), RequestGrammar::default());
+        assert_eq!(Config::default().request, RequestGrammar::default());
     }
 
     #[test]
     fn fields_override_defaults() {
-        let c = Config::parse(br#"{"timeout_ms": 250, "default_port": 8080, "path_marker": "sb"}"#)
-            .unwrap();
+        let c = Config::parse(
+            br#"{"timeout_ms": 250, "request": {"default_port": 8080, "path_marker": "sb"}}"#,
+        )
+        .unwrap();
         assert_eq!(c.timeout(), Duration::from_millis(250));
-        assert_eq!(c.grammar().default_port, Some(8080));
-        assert_eq!(c.grammar().path_marker, "sb");
+        assert_eq!(c.request.default_port, Some(8080));
+        assert_eq!(c.request.path_marker, "sb");
+        assert_eq!(
+            c.request.id_header, "x-sandbox-id",
+            "unset fields keep defaults"
+        );
     }
 
     #[test]
@@ -127,10 +107,11 @@ mod tests {
         for bad in [
             r#"{"timeout_ms": 0}"#,
             r#"{"resolver_cluster": ""}"#,
-            r#"{"default_port": 0}"#,
-            r#"{"default_port": 70000}"#,
-            r#"{"id_header": "X-Sandbox-Id"}"#,
-            r#"{"path_marker": "a/b"}"#,
+            r#"{"request": {"default_port": 0}}"#,
+            r#"{"request": {"default_port": 70000}}"#,
+            r#"{"request": {"id_header": "X-Sandbox-Id"}}"#,
+            r#"{"request": {"path_marker": "a/b"}}"#,
+            r#"{"request": {"unknown": 1}}"#,
             r#"{"timeout": 5}"#,
             "not json",
         ] {

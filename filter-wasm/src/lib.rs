@@ -16,7 +16,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sandgate_core::{Decision, Deny, RequestGrammar};
+use sandgate_core::{Decision, Deny};
 
 use config::Config;
 
@@ -28,13 +28,9 @@ proxy_wasm::main! {{
 /// Per-plugin state: the parsed configuration shared by every request.
 #[derive(Default)]
 struct Root {
-    shared: Option<Rc<Shared>>,
+    config: Option<Rc<Config>>,
 }
 
-struct Shared {
-    config: Config,
-    grammar: RequestGrammar,
-}
 
 impl Context for Root {}
 
@@ -49,8 +45,7 @@ impl RootContext for Root {
         };
         match Config::parse(&raw) {
             Ok(config) => {
-                let grammar = config.grammar();
-                self.shared = Some(Rc::new(Shared { config, grammar }));
+                self.config = Some(Rc::new(config));
                 true
             }
             // Refusing the configuration makes Envoy reject the listener update: better than
@@ -63,9 +58,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
+        let config = self.config.clone()?;
         Some(Box::new(Request {
-            shared,
+            config,
             callout: None,
         }))
     }
@@ -77,7 +72,7 @@ impl RootContext for Root {
 
 /// One request: waits for at most one Resolve answer.
 struct Request {
-    shared: Rc<Shared>,
+    config: Rc<Config>,
     /// Token of the pending callout and the path to set if it routes.
     callout: Option<(u32, Option<String>)>,
 }
@@ -95,12 +90,12 @@ impl Request {
                 .map(|(_, v)| v.as_str())
         };
         let path = header(":path").unwrap_or("/");
-        let parsed = self.shared.grammar.parse(header, path);
+        let parsed = self.config.request.parse(header, path);
 
         // Strip first, whatever happens next: no later branch can forget it.
         let api_key = parsed.as_ref().ok().and_then(|t| t.api_key.map(|(k, _)| k));
         for (name, value) in &headers {
-            if self.shared.grammar.is_gateway_header(name, value, api_key)
+            if self.config.request.is_gateway_header(name, value, api_key)
                 && let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
             {
                 return self.refuse(&wire::unavailable(&format!("removing {name}: {e:?}")));
@@ -111,7 +106,7 @@ impl Request {
             Ok(t) => t,
             Err(deny) => return self.refuse(&deny),
         };
-        let cfg = &self.shared.config;
+        let cfg = &self.config;
         let message = wire::resolve_request(&target);
         match hostcalls::dispatch_grpc_call(
             &cfg.resolver_cluster,
@@ -162,7 +157,7 @@ impl Request {
     /// The resolver could not decide: 503, or on with no destination when failing open.
     fn unavailable(&self, why: &str) -> Action {
         log(LogLevel::Warn, why);
-        if self.shared.config.fail_closed {
+        if self.config.fail_closed {
             self.refuse(&wire::unavailable(why))
         } else {
             let _ = hostcalls::resume_http_request();

@@ -113,19 +113,15 @@ async fn a_forged_original_destination_header_cannot_steer_a_request() {
     let secret = gw.echo("secret-service", "127.0.0.13").await;
     let forged = format!("127.0.0.13:{secret}");
     let a_port = a.to_string();
+    let valid_but_forged = [
+        ("x-sandbox-id", "sb-a"),
+        ("x-sandbox-port", a_port.as_str()),
+        ("x-api-key", ACME_KEY),
+        ("x-envoy-original-dst-host", forged.as_str()),
+    ];
 
     // Routed request: goes to sb-a, not to the forged address, which the sandbox never sees.
-    let r = gw
-        .get(
-            "/",
-            &[
-                ("x-sandbox-id", "sb-a"),
-                ("x-sandbox-port", &a_port),
-                ("x-api-key", ACME_KEY),
-                ("x-envoy-original-dst-host", &forged),
-            ],
-        )
-        .await;
+    let r = gw.get("/", &valid_but_forged).await;
     assert_eq!(r.json()["sandbox"], "sb-a");
     assert!(
         r.json()["headers"]
@@ -161,17 +157,7 @@ async fn a_forged_original_destination_header_cannot_steer_a_request() {
     }
     // The resolver gone (503): still no way through.
     gw.kube.resolver.kill().await;
-    let r = gw
-        .get(
-            "/",
-            &[
-                ("x-sandbox-id", "sb-a"),
-                ("x-sandbox-port", &a_port),
-                ("x-api-key", ACME_KEY),
-                ("x-envoy-original-dst-host", &forged),
-            ],
-        )
-        .await;
+    let r = gw.get("/", &valid_but_forged).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(!r.body.contains("secret-service"));
 }
