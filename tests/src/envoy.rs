@@ -40,6 +40,8 @@ pub struct EnvoyOptions {
     pub activity_interval: Duration,
     /// Replaces the filter's callout `timeout_ms`.
     pub callout_timeout: Duration,
+    /// Replaces the filter's `fail_closed`.
+    pub fail_closed: bool,
 }
 
 pub struct Envoy {
@@ -93,6 +95,10 @@ impl Envoy {
                 (
                     "\"timeout_ms\": 1000",
                     format!("\"timeout_ms\": {}", opts.callout_timeout.as_millis()),
+                ),
+                (
+                    "\"fail_closed\": true",
+                    format!("\"fail_closed\": {}", opts.fail_closed),
                 ),
             ],
         );

@@ -30,16 +30,17 @@ pub const TEST_CALLOUT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 impl Gateway {
     pub async fn start() -> Gateway {
-        Self::start_with(&[]).await
+        Self::start_with(true).await
     }
 
-    /// `resolver_args` are passed to the resolver on top of the emulator set-up.
-    pub async fn start_with(resolver_args: &[&str]) -> Gateway {
-        let kube = KubeStack::start(resolver_args).await;
+    /// With the filter's `fail_closed` set as given.
+    pub async fn start_with(fail_closed: bool) -> Gateway {
+        let kube = KubeStack::start(&[]).await;
         let envoy = Envoy::start(&EnvoyOptions {
             resolver: kube.resolver.grpc,
             activity_interval: TEST_ACTIVITY_INTERVAL,
             callout_timeout: TEST_CALLOUT_TIMEOUT,
+            fail_closed,
         })
         .await;
         Gateway {

@@ -183,3 +183,21 @@ async fn a_dead_resolver_is_a_prompt_503_and_its_return_heals() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["sandbox"], "sb-a");
 }
+
+/// `fail_closed: false` hands an undecided request to later filters; with none deciding, it
+/// still reaches no sandbox: nothing set a destination, so the sandboxes cluster has no host.
+#[tokio::test]
+async fn failing_open_still_reaches_no_sandbox() {
+    let mut gw = Gateway::start_with(false).await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let path = format!("/sandboxes/sb-a/{port}/");
+    let key = [("x-api-key", ACME_KEY)];
+    assert_eq!(gw.get(&path, &key).await.json()["sandbox"], "sb-a");
+    gw.kube.resolver.kill().await;
+    let forged = format!("127.0.0.11:{port}");
+    let r = gw
+        .get(&path, &[key[0], ("x-envoy-original-dst-host", &forged)])
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(!r.body.contains("sb-a"), "reached the sandbox: {}", r.body);
+}
