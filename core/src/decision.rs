@@ -77,6 +77,9 @@ fn push_json_escaped(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run natively and, under `just wasm-test`, as 32-bit wasm in Node.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn json_body_escapes_the_message() {

@@ -66,6 +66,9 @@ pub fn check_port(port: u32) -> Result<u16, Deny> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run natively and, under `just wasm-test`, as 32-bit wasm in Node.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn sandbox_ids() {

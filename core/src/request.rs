@@ -219,6 +219,9 @@ fn in_field(deny: Deny, field: &str) -> Deny {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run natively and, under `just wasm-test`, as 32-bit wasm in Node.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn parse<'a>(
         g: &'a RequestGrammar,

@@ -106,6 +106,9 @@ impl core::fmt::Display for DenyCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The same tests run natively and, under `just wasm-test`, as 32-bit wasm in Node.
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn codes_are_unique_and_round_trip() {

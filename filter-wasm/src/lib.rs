@@ -31,7 +31,6 @@ struct Root {
     config: Option<Rc<Config>>,
 }
 
-
 impl Context for Root {}
 
 impl RootContext for Root {
