@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
-use crate::keys::{KeyStore, bearer};
+use crate::keys::KeyStore;
 
 pub struct ControlPlane {
     routes: Arc<RouteCache>,
@@ -36,7 +36,7 @@ impl Interceptor for AdminGuard {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer);
+            .and_then(sandgate_core::bearer_token);
         match presented {
             Some(k) if self.keys.is_admin(k) => Ok(req),
             Some(_) => Err(Status::unauthenticated("the admin key is not valid")),

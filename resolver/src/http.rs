@@ -11,7 +11,7 @@ use axum::routing::get;
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
-use crate::keys::{KeyStore, bearer};
+use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 
 /// Whether the resolver has a complete view of its sources (first informer syncs done).
@@ -59,7 +59,7 @@ async fn last_active(State(s): State<HttpState>, headers: HeaderMap) -> Response
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
+        .and_then(sandgate_core::bearer_token);
     if !presented.is_some_and(|k| s.keys.is_admin(k)) {
         return (
             StatusCode::UNAUTHORIZED,

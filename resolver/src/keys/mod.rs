@@ -161,13 +161,6 @@ impl KeyStore {
     }
 }
 
-/// The key in an `Authorization: Bearer <key>` value (scheme case-insensitive, per RFC 9110).
-pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, key) = value.split_once(' ')?;
-    let key = key.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
-}
-
 fn prefix(d: &Digest) -> [u8; 8] {
     let mut p = [0u8; 8];
     p.copy_from_slice(&d[..8]);
@@ -271,14 +264,5 @@ mod tests {
         assert_eq!(parse_digest(&hex::encode(d)), Some(d));
         assert_eq!(parse_digest(&hex::encode_upper(d)), Some(d));
         assert_eq!(parse_digest("abc"), None);
-    }
-
-    #[test]
-    fn parses_bearer() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("bearer  abc "), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer "), None);
-        assert_eq!(bearer("Bearerabc"), None);
     }
 }
