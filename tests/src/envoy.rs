@@ -152,17 +152,6 @@ impl Envoy {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-
-    /// A counter or gauge from the admin stats, 0 when absent.
-    pub async fn stat(&self, name: &str) -> u64 {
-        let (_, body) = crate::http::get(self.admin, &format!("/stats?filter=^{name}$"), None)
-            .await
-            .expect("envoy admin /stats");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
 }
 
 /// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change

@@ -1,6 +1,5 @@
 //! A resolver running against the Kubernetes API emulator: the set-up most behaviour tests share.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
@@ -20,7 +19,6 @@ pub const KEYS_NAMESPACE: &str = "agentbox-system";
 pub struct KubeStack {
     pub emu: Emulator,
     pub resolver: Resolver,
-    pub kubeconfig: PathBuf,
     barriers: std::sync::atomic::AtomicUsize,
     _dir: tempfile::TempDir,
 }
@@ -56,7 +54,6 @@ impl KubeStack {
         KubeStack {
             emu,
             resolver,
-            kubeconfig,
             barriers: Default::default(),
             _dir: dir,
         }
