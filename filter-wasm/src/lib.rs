@@ -127,7 +127,10 @@ impl Request {
         let result = match decision {
             Decision::Route { destination } => self.route(&destination, path.as_deref()),
             Decision::Deny(deny) if deny.code == sandgate_core::DenyCode::ResolverUnavailable => {
-                self.unavailable(&deny.message);
+                if self.unavailable(&deny.message) == Action::Continue {
+                    // The request is paused on the callout: failing open must wake it.
+                    let _ = hostcalls::resume_http_request();
+                }
                 Ok(())
             }
             Decision::Deny(deny) => {
@@ -153,13 +156,13 @@ impl Request {
         hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
     }
 
-    /// The resolver could not decide: 503, or on with no destination when failing open.
+    /// The resolver could not decide: 503, or on with no destination when failing open
+    /// (`Continue`; a caller whose request is paused must resume it).
     fn unavailable(&self, why: &str) -> Action {
         log(LogLevel::Warn, why);
         if self.config.fail_closed {
             self.refuse(&wire::unavailable(why))
         } else {
-            let _ = hostcalls::resume_http_request();
             Action::Continue
         }
     }
