@@ -59,6 +59,44 @@ pub struct Target<'a> {
 }
 
 impl RequestGrammar {
+    /// Refuses a grammar that could never match what Envoy hands over: header names are
+    /// looked up exactly and Envoy stores them in lower case; the marker is one path segment.
+    pub fn check(&self) -> Result<(), String> {
+        if self.default_port == Some(0) {
+            return Err("default_port must be 1..=65535".into());
+        }
+        for name in self
+            .key_headers
+            .iter()
+            .chain([&self.id_header, &self.port_header])
+        {
+            if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || b == b':') {
+                return Err(format!(
+                    "header name {name:?} must be non-empty lower case (Envoy stores them so)"
+                ));
+            }
+        }
+        if self.path_marker.is_empty() || self.path_marker.contains(['/', '?']) {
+            return Err("path_marker must be one path segment".into());
+        }
+        Ok(())
+    }
+
+    /// [`parse`](Self::parse) over a request's headers as the proxy hands them over (lower-case
+    /// names); the path is the first `:path`, `/` when there is none.
+    pub fn parse_headers<'a>(
+        &'a self,
+        headers: &'a [(String, String)],
+    ) -> Result<Target<'a>, Deny> {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        self.parse(header, header(":path").unwrap_or("/"))
+    }
+
     /// Reads the key, sandbox id and port. `header` returns a request header's value by its
     /// lower-case name; `path` is the client's `:path` including the query string.
     ///
@@ -232,6 +270,65 @@ mod tests {
             |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
             path,
         )
+    }
+
+    #[test]
+    fn a_header_list_is_read_with_its_first_path() {
+        let g = RequestGrammar::default();
+        let list = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        let h = list(&[
+            (":path", "/sandboxes/first/80/a"),
+            (":path", "/sandboxes/second/80/b"),
+            ("x-api-key", "k"),
+        ]);
+        let t = g.parse_headers(&h).unwrap();
+        assert_eq!(
+            (t.sandbox_id, t.rewritten_path.as_deref()),
+            ("first", Some("/a"))
+        );
+        assert_eq!(t.api_key, Some(("k", KeySource::Header("x-api-key"))));
+        // No :path at all: "/", which names no sandbox.
+        let none = g.parse_headers(&list(&[("x-api-key", "k")])).unwrap_err();
+        assert_eq!(none.code, DenyCode::MissingSandboxId);
+    }
+
+    #[test]
+    fn a_grammar_that_cannot_match_is_refused() {
+        assert_eq!(RequestGrammar::default().check(), Ok(()));
+        let bad = [
+            RequestGrammar {
+                default_port: Some(0),
+                ..Default::default()
+            },
+            RequestGrammar {
+                id_header: "X-Sandbox".into(),
+                ..Default::default()
+            },
+            RequestGrammar {
+                key_headers: vec![String::new()],
+                ..Default::default()
+            },
+            RequestGrammar {
+                port_header: ":port".into(),
+                ..Default::default()
+            },
+            RequestGrammar {
+                path_marker: "a/b".into(),
+                ..Default::default()
+            },
+            RequestGrammar {
+                path_marker: String::new(),
+                ..Default::default()
+            },
+        ];
+        for g in bad {
+            assert!(g.check().is_err(), "{g:?}");
+        }
     }
 
     #[test]

@@ -53,21 +53,7 @@ impl Config {
         if self.resolver_cluster.is_empty() {
             return Err("resolver_cluster must name an Envoy cluster".into());
         }
-        let g = &self.request;
-        if g.default_port == Some(0) {
-            return Err("request.default_port must be 1..=65535".into());
-        }
-        for name in g.key_headers.iter().chain([&g.id_header, &g.port_header]) {
-            if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || b == b':') {
-                return Err(format!(
-                    "header name {name:?} must be non-empty lower case (Envoy stores them so)"
-                ));
-            }
-        }
-        if g.path_marker.is_empty() || g.path_marker.contains(['/', '?']) {
-            return Err("request.path_marker must be one path segment".into());
-        }
-        Ok(())
+        self.request.check().map_err(|e| format!("request: {e}"))
     }
 
     pub fn timeout(&self) -> Duration {

@@ -82,14 +82,7 @@ impl Request {
             Ok(h) => h,
             Err(e) => return self.refuse(&wire::unavailable(&format!("headers: {e:?}"))),
         };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let path = header(":path").unwrap_or("/");
-        let parsed = self.config.request.parse(header, path);
+        let parsed = self.config.request.parse_headers(&headers);
 
         // Strip first, whatever happens next: no later branch can forget it.
         let api_key = parsed.as_ref().ok().and_then(|t| t.api_key.map(|(k, _)| k));
