@@ -18,7 +18,7 @@ pub fn server(gateway: Arc<Gateway>) -> ResolverServer<ResolveService> {
     ResolverServer::new(ResolveService { gateway })
 }
 
-/// The wire form of a decision; also what ext_proc's tests compare against.
+/// The wire form of a decision.
 pub fn reply(decision: Decision) -> ResolveReply {
     let outcome = match decision {
         Decision::Route { destination } => resolve_reply::Outcome::Route(Route { destination }),

@@ -144,6 +144,44 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_INSECURE_DISABLE_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_disable_auth: bool,
 
+    // The ext_proc entry's request grammar: the wasm filter's `request` object, as flags.
+    // Defaults are the filter's, so both entries read requests alike out of the box.
+    /// ext_proc entry: headers that may carry the API key, tried in order before Bearer.
+    #[arg(
+        long,
+        env = "SANDGATE_EXTPROC_KEY_HEADERS",
+        value_delimiter = ',',
+        default_value = "agentbox-api-key,x-api-key"
+    )]
+    pub extproc_key_headers: Vec<String>,
+    /// ext_proc entry: accept `authorization: Bearer <key>` after the key headers.
+    #[arg(long, env = "SANDGATE_EXTPROC_BEARER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub extproc_bearer: bool,
+    /// ext_proc entry: the header naming the sandbox (wins over the path).
+    #[arg(
+        long,
+        env = "SANDGATE_EXTPROC_ID_HEADER",
+        default_value = "x-sandbox-id"
+    )]
+    pub extproc_id_header: String,
+    /// ext_proc entry: the header naming the sandbox's port.
+    #[arg(
+        long,
+        env = "SANDGATE_EXTPROC_PORT_HEADER",
+        default_value = "x-sandbox-port"
+    )]
+    pub extproc_port_header: String,
+    /// ext_proc entry: the path segment before `{id}/{port}`.
+    #[arg(
+        long,
+        env = "SANDGATE_EXTPROC_PATH_MARKER",
+        default_value = "sandboxes"
+    )]
+    pub extproc_path_marker: String,
+    /// ext_proc entry: port for requests that name none (unset: a missing port is a 400).
+    #[arg(long, env = "SANDGATE_EXTPROC_DEFAULT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub extproc_default_port: Option<u16>,
+
     /// How often local files (inventory, key files) are checked for changes.
     #[arg(long, env = "SANDGATE_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub reload_interval: Duration,
@@ -159,6 +197,21 @@ impl ServeArgs {
             last_active_annotation: self.last_active_annotation.clone(),
             armed_annotation: self.armed_annotation.clone(),
         }
+    }
+
+    /// What the ext_proc entry reads from a request; the rest of the grammar is the default
+    /// the wasm filter ships with.
+    /// The ext_proc entry's grammar, refused at start-up when no request could match it.
+    pub fn request_grammar(&self) -> Result<sandgate_core::RequestGrammar, String> {
+        let grammar = sandgate_core::RequestGrammar {
+            key_headers: self.extproc_key_headers.clone(),
+            bearer: self.extproc_bearer,
+            id_header: self.extproc_id_header.clone(),
+            port_header: self.extproc_port_header.clone(),
+            path_marker: self.extproc_path_marker.clone(),
+            default_port: self.extproc_default_port,
+        };
+        grammar.check().map(|()| grammar)
     }
 
     pub fn decide_config(&self) -> DecideConfig {
@@ -253,5 +306,34 @@ mod tests {
         assert!(!args.armed_gate);
         assert_eq!(args.route_ttl, Duration::from_secs(60));
         assert_eq!(args.pod_selector(), "agentbox.navix.sh/sandbox-id");
+        assert_eq!(
+            args.request_grammar(),
+            Ok(sandgate_core::RequestGrammar::default())
+        );
+    }
+
+    #[test]
+    fn the_extproc_grammar_is_checked() {
+        let grammar = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["sandgate-resolver", "serve"].iter().chain(flags))
+                .expect("flags parse");
+            let Command::Serve(args) = cli.command else {
+                panic!("serve expected")
+            };
+            args.request_grammar()
+        };
+        let g = grammar(&[
+            "--extproc-key-headers",
+            "k1,k2",
+            "--extproc-bearer",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(
+            (g.key_headers, g.bearer),
+            (vec!["k1".into(), "k2".into()], false)
+        );
+        assert!(grammar(&["--extproc-id-header", "X-Id"]).is_err());
+        assert!(grammar(&["--extproc-path-marker", "a/b"]).is_err());
     }
 }

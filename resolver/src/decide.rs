@@ -162,16 +162,22 @@ fn forbidden(id: &str) -> Deny {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::keys::{KeySet, Source, TenantKey, digest};
     use std::time::Duration;
 
-    struct Fixture {
-        gw: Gateway,
+    pub(crate) struct Fixture {
+        pub(crate) gw: Gateway,
     }
 
-    fn pod(ns: &str, name: &str, id: Option<&str>, phase: Phase, ip: Option<&str>) -> PodView {
+    pub(crate) fn pod(
+        ns: &str,
+        name: &str,
+        id: Option<&str>,
+        phase: Phase,
+        ip: Option<&str>,
+    ) -> PodView {
         PodView {
             uid: format!("uid-{name}").into(),
             namespace: ns.into(),
@@ -185,7 +191,7 @@ mod tests {
         }
     }
 
-    fn fixture(config: DecideConfig) -> Fixture {
+    pub(crate) fn fixture(config: DecideConfig) -> Fixture {
         let keys = KeyStore::new(false);
         keys.set_source(
             Source::Flags,
@@ -230,7 +236,7 @@ mod tests {
         }
     }
 
-    const FALLBACK: DecideConfig = DecideConfig {
+    pub(crate) const FALLBACK: DecideConfig = DecideConfig {
         index_fallback: true,
         armed_gate: false,
     };

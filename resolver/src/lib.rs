@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod decide;
+pub mod extproc;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -20,9 +20,12 @@ use crate::decide::Gateway;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, inventory};
-use crate::{accesslog, callout, control, http, pods, reload};
+use crate::{accesslog, callout, control, extproc, http, pods, reload};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let grammar = args
+        .request_grammar()
+        .map_err(|e| anyhow::anyhow!("ext_proc request grammar: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let keys = Arc::new(KeyStore::new(args.insecure_disable_auth));
     let routes = Arc::new(RouteCache::new(args.route_ttl, args.route_cache_shards));
@@ -150,10 +153,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    // Envoy's `resolver` cluster carries both the per-request callout and the periodic
-    // access-log reports of long-lived streams.
+    // Envoy's `resolver` cluster carries the per-request callout (wasm filter), the ext_proc
+    // entry, and the periodic access-log reports of long-lived streams.
     let grpc = tonic::transport::Server::builder()
-        .add_service(callout::server(gateway))
+        .add_service(callout::server(Arc::clone(&gateway)))
+        .add_service(extproc::server(gateway, grammar))
         .add_service(accesslog::server(
             Arc::clone(&pods),
             Arc::clone(&activity),

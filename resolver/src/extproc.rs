@@ -1,0 +1,463 @@
+//! The ext_proc entry (envoy.service.ext_proc.v3.ExternalProcessor/Process): the same gateway
+//! for Envoys without wasm. A thin shell like the wasm filter: the request grammar is
+//! `sandgate_core::RequestGrammar`, the decision is [`Gateway::decide`]; this module only maps
+//! ext_proc messages to facts and decisions back to messages.
+//!
+//! The destination is the header [`DESTINATION_HEADER`], which the ORIGINAL_DST cluster reads
+//! (`use_http_header`). envoy-extproc.yaml drops a client's copy before ext_proc runs and
+//! removes ours after host selection (the sandbox never sees it); here it is *overwritten* on
+//! every routed request and a refusal is an immediate reply, so no request reaches the router
+//! with a value the resolver did not write.
+//!
+//! The route cache is not cleared: the one route matches every path, and re-matching on the
+//! rewritten `:path` could only pick a route the client did not ask for.
+//!
+//! Owns the ext_proc wire mapping only; it may not decide anything itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::{
+    ExternalProcessor, ExternalProcessorServer,
+};
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as Phase;
+use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Reply;
+use envoy_types::pb::envoy::service::ext_proc::v3::{
+    BodyResponse, CommonResponse, HeaderMutation, HeadersResponse, HttpHeaders, ImmediateResponse,
+    ProcessingRequest, ProcessingResponse, TrailersResponse,
+};
+use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use futures::{Stream, StreamExt};
+use sandgate_core::{Decision, Deny, RequestGrammar};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::decide::{Facts, Gateway};
+
+/// Where the destination `<podIP>:<port>` goes (envoy-extproc.yaml's cluster reads it).
+pub const DESTINATION_HEADER: &str = "x-envoy-original-dst-host";
+
+/// Cheap to clone: every ext_proc stream's replies are produced by its own clone.
+#[derive(Clone)]
+pub struct ExtProc {
+    gateway: Arc<Gateway>,
+    grammar: Arc<RequestGrammar>,
+}
+
+pub fn server(gateway: Arc<Gateway>, grammar: RequestGrammar) -> ExternalProcessorServer<ExtProc> {
+    ExternalProcessorServer::new(ExtProc::new(gateway, grammar))
+}
+
+impl ExtProc {
+    pub fn new(gateway: Arc<Gateway>, grammar: RequestGrammar) -> Self {
+        ExtProc {
+            gateway,
+            grammar: Arc::new(grammar),
+        }
+    }
+
+    /// The answer to one message: request headers are decided; every other phase gets its
+    /// phase-matched CONTINUE (a processing_mode that sends more must not abort streams); a
+    /// message with no phase gets no answer rather than a wrong-phase one.
+    pub fn respond(&self, message: &ProcessingRequest) -> Option<ProcessingResponse> {
+        let reply = match message.request.as_ref()? {
+            Phase::RequestHeaders(h) => return Some(self.on_request_headers(h)),
+            Phase::ResponseHeaders(_) => Reply::ResponseHeaders(HeadersResponse::default()),
+            Phase::RequestBody(_) => Reply::RequestBody(BodyResponse::default()),
+            Phase::ResponseBody(_) => Reply::ResponseBody(BodyResponse::default()),
+            Phase::RequestTrailers(_) => Reply::RequestTrailers(TrailersResponse::default()),
+            Phase::ResponseTrailers(_) => Reply::ResponseTrailers(TrailersResponse::default()),
+        };
+        Some(ProcessingResponse {
+            response: Some(reply),
+            ..Default::default()
+        })
+    }
+
+    fn on_request_headers(&self, message: &HttpHeaders) -> ProcessingResponse {
+        let headers = header_list(message.headers.as_ref());
+        let target = match self.grammar.parse_headers(&headers) {
+            Ok(t) => t,
+            Err(deny) => return refuse(&deny),
+        };
+        let api_key = target.api_key.map(|(k, _)| k);
+        let decision = self.gateway.decide(Facts {
+            api_key: api_key.unwrap_or_default(),
+            sandbox_id: target.sandbox_id,
+            port: u32::from(target.port),
+        });
+        let destination = match decision {
+            Decision::Route { destination } => destination,
+            Decision::Deny(deny) => return refuse(&deny),
+        };
+        // The destination header is overwritten below, not also removed: one write, whatever
+        // order Envoy applies removals and sets in.
+        let mut remove_headers: Vec<String> = headers
+            .iter()
+            .filter(|(name, value)| {
+                name != DESTINATION_HEADER && self.grammar.is_gateway_header(name, value, api_key)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        remove_headers.dedup();
+        let mut set_headers = vec![raw_header(DESTINATION_HEADER, &destination)];
+        if let Some(p) = target.rewritten_path {
+            set_headers.push(raw_header(":path", &p));
+        }
+        ProcessingResponse {
+            response: Some(Reply::RequestHeaders(HeadersResponse {
+                response: Some(CommonResponse {
+                    header_mutation: Some(HeaderMutation {
+                        set_headers,
+                        remove_headers,
+                    }),
+                    ..Default::default()
+                }),
+            })),
+            ..Default::default()
+        }
+    }
+}
+
+/// Header names and values as text. Envoy sends values in `raw_value` (bytes) or, from older
+/// versions, `value`; a value that is not UTF-8 cannot name a sandbox or carry a key and is
+/// left out.
+fn header_list(map: Option<&HeaderMap>) -> Vec<(String, String)> {
+    map.map(|m| m.headers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|h| {
+            let value = if h.raw_value.is_empty() {
+                h.value.clone()
+            } else {
+                String::from_utf8(h.raw_value.clone()).ok()?
+            };
+            Some((h.key.to_ascii_lowercase(), value))
+        })
+        .collect()
+}
+
+/// A header write that replaces every existing copy: the default action appends, which
+/// would leave a client-sent copy in front of ours.
+fn raw_header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            raw_value: value.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd.into(),
+        ..Default::default()
+    }
+}
+
+/// The local reply the wasm filter sends too: status, JSON body, no caching.
+fn refuse(deny: &Deny) -> ProcessingResponse {
+    ProcessingResponse {
+        response: Some(Reply::ImmediateResponse(ImmediateResponse {
+            // envoy.type.v3.StatusCode values are the HTTP codes themselves.
+            status: Some(HttpStatus {
+                code: i32::from(deny.status()),
+            }),
+            headers: Some(HeaderMutation {
+                set_headers: vec![
+                    raw_header("content-type", "application/json"),
+                    raw_header("cache-control", "no-store"),
+                ],
+                remove_headers: Vec::new(),
+            }),
+            body: deny.json_body().into_bytes(),
+            details: format!("sandgate_{}", deny.code),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProc {
+    type ProcessStream = ReplyStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let this = self.clone();
+        let replies = request.into_inner().filter_map(move |message| {
+            let reply = match message {
+                Ok(m) => this.respond(&m).map(Ok),
+                Err(status) => Some(Err(status)),
+            };
+            std::future::ready(reply)
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::service::ext_proc::v3::{HttpBody, HttpTrailers};
+
+    use super::*;
+    use crate::decide::tests::{FALLBACK, fixture, pod};
+    use crate::pods::Phase as PodPhase;
+
+    fn extproc() -> ExtProc {
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            PodPhase::Running,
+            Some("10.0.0.7"),
+        ));
+        ExtProc::new(Arc::new(f.gw), RequestGrammar::default())
+    }
+
+    fn headers(list: &[(&str, &str)]) -> ProcessingRequest {
+        ProcessingRequest {
+            request: Some(Phase::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: list
+                        .iter()
+                        .map(|(k, v)| HeaderValue {
+                            key: (*k).into(),
+                            raw_value: v.as_bytes().to_vec(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// The value written to the destination header, if this is a routed headers response.
+    fn destination(r: &ProcessingResponse) -> Option<String> {
+        let Some(Reply::RequestHeaders(h)) = &r.response else {
+            return None;
+        };
+        let set = &h.response.as_ref()?.header_mutation.as_ref()?.set_headers;
+        let header = set
+            .iter()
+            .filter_map(|o| o.header.as_ref())
+            .find(|h| h.key == DESTINATION_HEADER)?;
+        String::from_utf8(header.raw_value.clone()).ok()
+    }
+
+    fn immediate(r: &ProcessingResponse) -> Option<(i32, String)> {
+        match &r.response {
+            Some(Reply::ImmediateResponse(i)) => Some((
+                i.status.as_ref()?.code,
+                String::from_utf8(i.body.clone()).ok()?,
+            )),
+            _ => None,
+        }
+    }
+
+    fn mutation(r: &ProcessingResponse) -> HeaderMutation {
+        match &r.response {
+            Some(Reply::RequestHeaders(h)) => h
+                .response
+                .as_ref()
+                .and_then(|c| c.header_mutation.clone())
+                .unwrap_or_default(),
+            other => panic!("not a headers response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_with_destination_header_path_rewrite_and_removals() {
+        let x = extproc();
+        let r = x
+            .respond(&headers(&[
+                (":path", "/sandboxes/sb/8080/api?q=1"),
+                ("x-api-key", "acme-key"),
+                ("x-envoy-original-dst-host", "1.2.3.4:5"),
+                ("x-sandbox-extra", "1"),
+                ("accept", "*/*"),
+            ]))
+            .unwrap();
+        assert_eq!(destination(&r).as_deref(), Some("10.0.0.7:8080"));
+        let Some(Reply::RequestHeaders(HeadersResponse {
+            response: Some(common),
+        })) = &r.response
+        else {
+            panic!("not a headers response: {r:?}")
+        };
+        // The route matched on the client's request stays (see the module doc).
+        assert!(!common.clear_route_cache);
+        assert_eq!(common.status, 0, "CONTINUE, not CONTINUE_AND_REPLACE");
+        let m = mutation(&r);
+        let sets: Vec<(&str, &[u8], i32)> = m
+            .set_headers
+            .iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.as_str(), h.raw_value.as_slice(), o.append_action)
+            })
+            .collect();
+        // Both written as raw bytes, replacing whatever the client sent (never appended).
+        let overwrite = i32::from(HeaderAppendAction::OverwriteIfExistsOrAdd);
+        assert_eq!(
+            sets,
+            [
+                (DESTINATION_HEADER, &b"10.0.0.7:8080"[..], overwrite),
+                (":path", &b"/api?q=1"[..], overwrite)
+            ]
+        );
+        assert!(
+            m.set_headers
+                .iter()
+                .all(|o| o.header.as_ref().unwrap().value.is_empty())
+        );
+        assert_eq!(m.remove_headers, ["x-api-key", "x-sandbox-extra"]);
+    }
+
+    #[test]
+    fn refusals_are_immediate_json_replies_with_the_table_status() {
+        let x = extproc();
+        for (list, status, code) in [
+            (vec![(":path", "/")], 400, "missing_sandbox_id"),
+            (
+                vec![(":path", "/sandboxes/sb/8080/")],
+                401,
+                "missing_api_key",
+            ),
+            (
+                vec![
+                    (":path", "/sandboxes/sb/8080/"),
+                    ("x-api-key", "globex-key"),
+                ],
+                403,
+                "forbidden",
+            ),
+            (
+                vec![(":path", "/sandboxes/no/8080/"), ("x-api-key", "acme-key")],
+                404,
+                "sandbox_not_found",
+            ),
+        ] {
+            let r = x.respond(&headers(&list)).unwrap();
+            let (got, body) = immediate(&r).unwrap_or_else(|| panic!("{list:?}: {r:?}"));
+            assert_eq!(got, status);
+            assert!(body.contains(&format!("\"code\":\"{code}\"")), "{body}");
+            assert!(destination(&r).is_none());
+        }
+    }
+
+    #[test]
+    fn malformed_input_is_refused_not_routed() {
+        let x = extproc();
+        // No header map at all: nothing names a sandbox.
+        let none = ProcessingRequest {
+            request: Some(Phase::RequestHeaders(HttpHeaders::default())),
+            ..Default::default()
+        };
+        assert_eq!(immediate(&x.respond(&none).unwrap()).unwrap().0, 400);
+        // Values in `value` (older Envoys) are read like `raw_value`.
+        let legacy = ProcessingRequest {
+            request: Some(Phase::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![
+                        HeaderValue {
+                            key: ":path".into(),
+                            value: "/sandboxes/sb/80/".into(),
+                            ..Default::default()
+                        },
+                        HeaderValue {
+                            key: "x-api-key".into(),
+                            value: "acme-key".into(),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(
+            destination(&x.respond(&legacy).unwrap()).as_deref(),
+            Some("10.0.0.7:80")
+        );
+        // Duplicate pseudo-headers: the first one decides, as in the wasm filter, and the
+        // rewrite replaces every copy, so the sandbox sees one consistent path.
+        let dup = headers(&[
+            (":path", "/sandboxes/sb/80/first"),
+            (":path", "/sandboxes/other/80/second"),
+            ("x-api-key", "acme-key"),
+        ]);
+        let r = x.respond(&dup).unwrap();
+        assert_eq!(destination(&r).as_deref(), Some("10.0.0.7:80"));
+        // A key that is not UTF-8 is no key.
+        let bad = ProcessingRequest {
+            request: Some(Phase::RequestHeaders(HttpHeaders {
+                headers: Some(HeaderMap {
+                    headers: vec![
+                        HeaderValue {
+                            key: ":path".into(),
+                            raw_value: b"/sandboxes/sb/80/".to_vec(),
+                            ..Default::default()
+                        },
+                        HeaderValue {
+                            key: "x-api-key".into(),
+                            raw_value: vec![0xff, 0xfe],
+                            ..Default::default()
+                        },
+                    ],
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(immediate(&x.respond(&bad).unwrap()).unwrap().0, 401);
+    }
+
+    #[test]
+    fn other_phases_get_their_own_continue_and_no_phase_gets_nothing() {
+        let x = extproc();
+        // A CONTINUE is the phase's response with no mutation and no status override.
+        let cases = [
+            (
+                Phase::ResponseHeaders(HttpHeaders::default()),
+                Reply::ResponseHeaders(HeadersResponse::default()),
+            ),
+            (
+                Phase::RequestBody(HttpBody::default()),
+                Reply::RequestBody(BodyResponse::default()),
+            ),
+            (
+                Phase::ResponseBody(HttpBody::default()),
+                Reply::ResponseBody(BodyResponse::default()),
+            ),
+            (
+                Phase::RequestTrailers(HttpTrailers::default()),
+                Reply::RequestTrailers(TrailersResponse::default()),
+            ),
+            (
+                Phase::ResponseTrailers(HttpTrailers::default()),
+                Reply::ResponseTrailers(TrailersResponse::default()),
+            ),
+        ];
+        for (phase, expected) in cases {
+            let r = x
+                .respond(&ProcessingRequest {
+                    request: Some(phase),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(
+                r,
+                ProcessingResponse {
+                    response: Some(expected),
+                    ..Default::default()
+                }
+            );
+        }
+        assert!(x.respond(&ProcessingRequest::default()).is_none());
+    }
+}
