@@ -31,9 +31,29 @@ fn artefact(var: &str, default: &str, how: &str) -> PathBuf {
     path
 }
 
-/// What a test changes in envoy.yaml; everything else is the shipped configuration.
+/// Which gateway entry Envoy runs: the wasm filter (envoy.yaml) or ext_proc
+/// (envoy-extproc.yaml). Everything a client sees must be the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Entry {
+    Wasm,
+    #[value(name = "extproc")]
+    ExtProc,
+}
+
+impl Entry {
+    /// The shipped configuration, relative to the repository root.
+    pub fn config_file(self) -> &'static str {
+        match self {
+            Entry::Wasm => "envoy.yaml",
+            Entry::ExtProc => "envoy-extproc.yaml",
+        }
+    }
+}
+
+/// What a test changes in the shipped configuration; everything else is as shipped.
 #[derive(Debug, Clone)]
 pub struct EnvoyOptions {
+    pub entry: Entry,
     /// The resolver's Resolve (and access-log) gRPC address.
     pub resolver: SocketAddr,
     /// Replaces `access_log_flush_interval` (the activity reporting period of long streams).
@@ -61,46 +81,66 @@ impl Envoy {
             "target/envoy-venv/bin/envoy",
             "run `just envoy`",
         );
-        let wasm = artefact(
-            "SANDGATE_WASM",
-            "target/wasm/sandgate_filter.wasm",
-            "run `just wasm`",
-        );
         let dir = tempfile::tempdir().expect("tempdir");
         let (listen, admin) = (free_port(), free_port());
+        let mut replacements = vec![
+            ("port_value: 8092", format!("port_value: {listen}")),
+            ("port_value: 9901", format!("port_value: {admin}")),
+            (
+                "address: 127.0.0.1, port_value: 50051",
+                format!(
+                    "address: {}, port_value: {}",
+                    opts.resolver.ip(),
+                    opts.resolver.port()
+                ),
+            ),
+            (
+                "access_log_flush_interval: 30s",
+                format!(
+                    "access_log_flush_interval: {}s",
+                    opts.activity_interval.as_secs_f64()
+                ),
+            ),
+        ];
+        match opts.entry {
+            Entry::Wasm => {
+                let wasm = artefact(
+                    "SANDGATE_WASM",
+                    "target/wasm/sandgate_filter.wasm",
+                    "run `just wasm`",
+                );
+                replacements.extend([
+                    (
+                        "filename: target/wasm/sandgate_filter.wasm",
+                        format!("filename: {}", wasm.display()),
+                    ),
+                    (
+                        "\"timeout_ms\": 1000",
+                        format!("\"timeout_ms\": {}", opts.callout_timeout.as_millis()),
+                    ),
+                    (
+                        "\"fail_closed\": true",
+                        format!("\"fail_closed\": {}", opts.fail_closed),
+                    ),
+                ]);
+            }
+            Entry::ExtProc => {
+                replacements.extend([
+                    (
+                        "message_timeout: 1s",
+                        format!("message_timeout: {}s", opts.callout_timeout.as_secs_f64()),
+                    ),
+                    (
+                        "failure_mode_allow: false",
+                        format!("failure_mode_allow: {}", !opts.fail_closed),
+                    ),
+                ]);
+            }
+        }
         let config = render(
-            &std::fs::read_to_string(repo_root().join("envoy.yaml")).expect("envoy.yaml"),
-            &[
-                ("port_value: 8092", format!("port_value: {listen}")),
-                ("port_value: 9901", format!("port_value: {admin}")),
-                (
-                    "address: 127.0.0.1, port_value: 50051",
-                    format!(
-                        "address: {}, port_value: {}",
-                        opts.resolver.ip(),
-                        opts.resolver.port()
-                    ),
-                ),
-                (
-                    "filename: target/wasm/sandgate_filter.wasm",
-                    format!("filename: {}", wasm.display()),
-                ),
-                (
-                    "access_log_flush_interval: 30s",
-                    format!(
-                        "access_log_flush_interval: {}s",
-                        opts.activity_interval.as_secs_f64()
-                    ),
-                ),
-                (
-                    "\"timeout_ms\": 1000",
-                    format!("\"timeout_ms\": {}", opts.callout_timeout.as_millis()),
-                ),
-                (
-                    "\"fail_closed\": true",
-                    format!("\"fail_closed\": {}", opts.fail_closed),
-                ),
-            ],
+            &std::fs::read_to_string(repo_root().join(opts.entry.config_file()))
+                .expect("envoy configuration"),
+            &replacements,
         );
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy config");
@@ -156,7 +196,7 @@ impl Envoy {
 
 /// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change
 /// to envoy.yaml cannot silently leave a test running the wrong configuration.
-fn render(template: &str, replacements: &[(&str, String)]) -> String {
+fn render(template: &str, replacements: &[(&'static str, String)]) -> String {
     let mut out = template.to_string();
     for (from, to) in replacements {
         let n = out.matches(from).count();

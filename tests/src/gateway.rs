@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+pub use crate::envoy::Entry;
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::fixtures::pod;
 use crate::http::{self, Response};
@@ -29,14 +30,15 @@ pub const TEST_ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
 pub const TEST_CALLOUT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 impl Gateway {
-    pub async fn start() -> Gateway {
-        Self::start_with(true).await
+    pub async fn start(entry: Entry) -> Gateway {
+        Self::start_with(entry, true).await
     }
 
-    /// With the filter's `fail_closed` set as given.
-    pub async fn start_with(fail_closed: bool) -> Gateway {
+    /// With the entry failing closed (503) or open as given.
+    pub async fn start_with(entry: Entry, fail_closed: bool) -> Gateway {
         let kube = KubeStack::start(&[]).await;
         let envoy = Envoy::start(&EnvoyOptions {
+            entry,
             resolver: kube.resolver.grpc,
             activity_interval: TEST_ACTIVITY_INTERVAL,
             callout_timeout: TEST_CALLOUT_TIMEOUT,
@@ -114,4 +116,24 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Defines each listed test once per entry (`<name>::wasm`, `<name>::ext_proc`): the body is an
+/// `async fn name(entry: Entry)`, and both entries must meet the same expectations.
+#[macro_export]
+macro_rules! both_entries {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn wasm() {
+                    super::$name($crate::gateway::Entry::Wasm).await
+                }
+                #[tokio::test]
+                async fn ext_proc() {
+                    super::$name($crate::gateway::Entry::ExtProc).await
+                }
+            }
+        )*
+    };
 }

@@ -109,13 +109,23 @@ impl Resolver {
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: its sockets stay open but nothing
-    /// answers, which is how a hung resolver looks to Envoy.
+    /// answers, which is how a hung resolver looks to Envoy. Returns once every thread is
+    /// stopped (or running again): `kill` only queues the signal, and a thread already on a
+    /// CPU can still answer a request in the meantime.
     pub fn freeze(&self, frozen: bool) {
-        if let Some(pid) = self.child.id() {
-            let sig = if frozen { "-STOP" } else { "-CONT" };
-            let _ = std::process::Command::new("kill")
-                .args([sig, &pid.to_string()])
-                .status();
+        let Some(pid) = self.child.id() else { return };
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while threads_stopped(pid) != Some(frozen) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "resolver {pid}: threads not {}",
+                if frozen { "stopped" } else { "running" }
+            );
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -281,4 +291,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether every thread of `pid` is stopped (`Some(true)`), none is (`Some(false)`), or a mix
+/// or unreadable (`None`). The state is the field after the parenthesised command name of
+/// /proc/<pid>/task/<tid>/stat ("T" = stopped by a signal).
+fn threads_stopped(pid: u32) -> Option<bool> {
+    let mut states = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state == 'T')
+        });
+    let first = states.next()??;
+    states.all(|s| s == Some(first)).then_some(first)
 }

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use sandgate_tests::both_entries;
 use sandgate_tests::fixtures::{key_secret, pod};
-use sandgate_tests::gateway::{Gateway, TEST_CALLOUT_TIMEOUT};
+use sandgate_tests::gateway::{Entry, Gateway, TEST_CALLOUT_TIMEOUT};
 use sandgate_tests::http::Response;
 use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY, KEYS_NAMESPACE, PROPAGATION};
 
@@ -25,9 +26,8 @@ fn assert_refused(r: &Response, status: u16, code: &str) {
     );
 }
 
-#[tokio::test]
-async fn every_refusal_has_its_status_and_json_code() {
-    let mut gw = Gateway::start().await;
+async fn every_refusal_has_its_status_and_json_code(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let p = port.to_string();
     for (phase, id) in [
@@ -142,9 +142,8 @@ async fn every_refusal_has_its_status_and_json_code() {
     );
 }
 
-#[tokio::test]
-async fn a_dead_resolver_is_a_prompt_503_and_its_return_heals() {
-    let mut gw = Gateway::start().await;
+async fn a_dead_resolver_is_a_prompt_503_and_its_return_heals(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let path = format!("/sandboxes/sb-a/{port}/");
     let key = [("x-api-key", ACME_KEY)];
@@ -186,9 +185,8 @@ async fn a_dead_resolver_is_a_prompt_503_and_its_return_heals() {
 
 /// `fail_closed: false` hands an undecided request to later filters; with none deciding, it
 /// still reaches no sandbox: nothing set a destination, so the sandboxes cluster has no host.
-#[tokio::test]
-async fn failing_open_still_reaches_no_sandbox() {
-    let mut gw = Gateway::start_with(false).await;
+async fn failing_open_still_reaches_no_sandbox(entry: Entry) {
+    let mut gw = Gateway::start_with(entry, false).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let path = format!("/sandboxes/sb-a/{port}/");
     let key = [("x-api-key", ACME_KEY)];
@@ -201,3 +199,9 @@ async fn failing_open_still_reaches_no_sandbox() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(!r.body.contains("sb-a"), "reached the sandbox: {}", r.body);
 }
+
+both_entries!(
+    every_refusal_has_its_status_and_json_code,
+    a_dead_resolver_is_a_prompt_503_and_its_return_heals,
+    failing_open_still_reaches_no_sandbox,
+);

@@ -2,13 +2,13 @@
 //! what the sandbox sees (rewritten path, no gateway headers), tenant isolation, forged
 //! destinations, and Pods that move.
 
+use sandgate_tests::both_entries;
 use sandgate_tests::fixtures::pod;
-use sandgate_tests::gateway::Gateway;
+use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY, PROPAGATION};
 
-#[tokio::test]
-async fn routes_by_header_and_by_path_with_the_rewritten_path_and_query() {
-    let mut gw = Gateway::start().await;
+async fn routes_by_header_and_by_path_with_the_rewritten_path_and_query(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let a = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let b = gw.sandbox("acme", "pod-b", "sb-b", "127.0.0.12").await;
 
@@ -51,9 +51,8 @@ async fn routes_by_header_and_by_path_with_the_rewritten_path_and_query() {
     assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/")));
 }
 
-#[tokio::test]
-async fn the_sandbox_never_sees_keys_or_gateway_headers() {
-    let mut gw = Gateway::start().await;
+async fn the_sandbox_never_sees_keys_or_gateway_headers(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw
         .sandbox("acme", "pod-a", "sb-a", "127.0.0.11")
         .await
@@ -105,9 +104,8 @@ async fn the_sandbox_never_sees_keys_or_gateway_headers() {
     assert!(!r.body.contains(ACME_KEY));
 }
 
-#[tokio::test]
-async fn a_forged_original_destination_header_cannot_steer_a_request() {
-    let mut gw = Gateway::start().await;
+async fn a_forged_original_destination_header_cannot_steer_a_request(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let a = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     // A private service that no sandbox route leads to.
     let secret = gw.echo("secret-service", "127.0.0.13").await;
@@ -162,9 +160,8 @@ async fn a_forged_original_destination_header_cannot_steer_a_request() {
     assert!(!r.body.contains("secret-service"));
 }
 
-#[tokio::test]
-async fn tenants_reach_only_their_own_sandboxes() {
-    let mut gw = Gateway::start().await;
+async fn tenants_reach_only_their_own_sandboxes(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let a = gw.sandbox("acme", "pod-a", "sb-acme", "127.0.0.11").await;
     let g = gw
         .sandbox("globex", "pod-g", "sb-globex", "127.0.0.12")
@@ -193,9 +190,8 @@ async fn tenants_reach_only_their_own_sandboxes() {
     assert_eq!(r.status, 403);
 }
 
-#[tokio::test]
-async fn a_pod_whose_ip_changes_is_followed() {
-    let mut gw = Gateway::start().await;
+async fn a_pod_whose_ip_changes_is_followed(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let path = format!("/sandboxes/sb-a/{port}/where");
     let r = gw.get(&path, &[("x-api-key", ACME_KEY)]).await;
@@ -230,3 +226,11 @@ async fn a_pod_whose_ip_changes_is_followed() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+both_entries!(
+    routes_by_header_and_by_path_with_the_rewritten_path_and_query,
+    the_sandbox_never_sees_keys_or_gateway_headers,
+    a_forged_original_destination_header_cannot_steer_a_request,
+    tenants_reach_only_their_own_sandboxes,
+    a_pod_whose_ip_changes_is_followed,
+);

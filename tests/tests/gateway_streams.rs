@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use sandgate_tests::gateway::{Gateway, TEST_ACTIVITY_INTERVAL};
+use sandgate_tests::both_entries;
+use sandgate_tests::gateway::{Entry, Gateway, TEST_ACTIVITY_INTERVAL};
 use sandgate_tests::http;
 use sandgate_tests::stack::ACME_KEY;
 use tokio_tungstenite::tungstenite::Message;
@@ -35,9 +36,8 @@ async fn round_trip(ws: &mut Ws, text: &str) {
     assert_eq!(reply, Message::text(text));
 }
 
-#[tokio::test]
-async fn websocket_round_trip() {
-    let mut gw = Gateway::start().await;
+async fn websocket_round_trip(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let mut ws = websocket(&gw, &format!("/sandboxes/sb-a/{port}/ws"), ACME_KEY).await;
     for i in 0..5 {
@@ -64,9 +64,8 @@ async fn websocket_round_trip() {
 
 /// Envoy cuts a response after the route timeout, 15 s by default; envoy.yaml disables it for
 /// the sandbox route so event streams and long polls live as long as the sandbox sends.
-#[tokio::test]
-async fn an_sse_stream_outlives_the_default_route_timeout() {
-    let mut gw = Gateway::start().await;
+async fn an_sse_stream_outlives_the_default_route_timeout(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let events = 17u32;
     let resp = http::open(
@@ -102,9 +101,8 @@ async fn an_sse_stream_outlives_the_default_route_timeout() {
 
 /// A WebSocket kept busy for several activity periods keeps the sandbox's last-active moving,
 /// although only its first request went through the resolver; an idle one does not.
-#[tokio::test]
-async fn a_busy_websocket_keeps_last_active_fresh() {
-    let mut gw = Gateway::start().await;
+async fn a_busy_websocket_keeps_last_active_fresh(entry: Entry) {
+    let mut gw = Gateway::start(entry).await;
     let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     let mut ctl = gw.kube.control().await;
     let mut ws = websocket(&gw, &format!("/sandboxes/sb-a/{port}/ws"), ACME_KEY).await;
@@ -141,3 +139,9 @@ async fn a_busy_websocket_keeps_last_active_fresh() {
     assert_eq!(before, after, "an idle stream must not count as activity");
     round_trip(&mut ws, "still open").await;
 }
+
+both_entries!(
+    websocket_round_trip,
+    an_sse_stream_outlives_the_default_route_timeout,
+    a_busy_websocket_keeps_last_active_fresh,
+);
