@@ -33,13 +33,14 @@ envoy:
     @scripts/envoy-install >/dev/null
 
 # Build everything, start the demo stack (Envoy :8092, resolver, demo-a/demo-b), send a few
-# real requests through it, print what happened, stop.
-demo: build wasm envoy
-    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo run
+# real requests through it, print what happened, stop. ENTRY: wasm (envoy.yaml) or extproc
+# (envoy-extproc.yaml).
+demo ENTRY="wasm": build wasm envoy
+    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo run {{ENTRY}}
 
-# The demo stack in the foreground until Ctrl-C.
-up: build wasm envoy
-    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo up
+# The demo stack in the foreground until Ctrl-C (ENTRY as for demo).
+up ENTRY="wasm": build wasm envoy
+    SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo up {{ENTRY}}
 
 # Run the resolver against a static inventory (see README); extra flags are passed through.
 resolver *ARGS: build

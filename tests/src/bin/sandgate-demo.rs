@@ -1,6 +1,7 @@
-//! `sandgate-demo run|up`: the demo stack on its fixed, documented addresses.
+//! `sandgate-demo run|up [wasm|extproc]`: the demo stack on its fixed, documented addresses.
 //!
-//! Envoy on 127.0.0.1:8092 with envoy.yaml as shipped, the resolver reading demo/ (static
+//! Envoy on 127.0.0.1:8092 with envoy.yaml (the wasm filter) or envoy-extproc.yaml (ext_proc)
+//! as shipped, the resolver reading demo/ (static
 //! inventory, keys, admin key) on its default ports, and two echo sandboxes: demo-a (tenant
 //! acme) on 127.0.0.11:8080 and demo-b (tenant globex) on 127.0.0.12:8080. `run` sends a few
 //! real requests, prints what happened and stops everything; `up` keeps it running until
@@ -14,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::{SinkExt, StreamExt};
-use sandgate_tests::envoy::repo_root;
+use sandgate_tests::envoy::{Entry, repo_root};
 use sandgate_tests::http;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -38,9 +39,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the stack, send a handful of requests, print what happened, stop.
-    Run,
+    Run {
+        #[arg(value_enum, default_value = "wasm")]
+        entry: Entry,
+    },
     /// Start the stack and keep it up until Ctrl-C.
-    Up,
+    Up {
+        #[arg(value_enum, default_value = "wasm")]
+        entry: Entry,
+    },
 }
 
 #[tokio::main]
@@ -49,10 +56,11 @@ async fn main() -> anyhow::Result<()> {
     let root = repo_root();
     let logs = root.join("target/demo");
     std::fs::create_dir_all(&logs)?;
-    let _stack = Stack::start(&root, &cli.envoy, &logs).await?;
+    let (Cmd::Run { entry } | Cmd::Up { entry }) = cli.command;
+    let _stack = Stack::start(&root, &cli.envoy, entry, &logs).await?;
     match cli.command {
-        Cmd::Run => tour().await,
-        Cmd::Up => {
+        Cmd::Run { .. } => tour(entry).await,
+        Cmd::Up { .. } => {
             println!(
                 "\nthe demo stack is up (logs in {}); Ctrl-C stops it. Try:",
                 logs.display()
@@ -73,7 +81,7 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(root: &Path, envoy: &Path, logs: &Path) -> anyhow::Result<Stack> {
+    async fn start(root: &Path, envoy: &Path, entry: Entry, logs: &Path) -> anyhow::Result<Stack> {
         let mut echo = Vec::new();
         for (id, addr) in SANDBOXES {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -105,7 +113,7 @@ impl Stack {
         let envoy = spawn(
             Command::new(envoy).current_dir(root).args([
                 "-c",
-                "envoy.yaml",
+                entry.config_file(),
                 "--disable-hot-restart",
                 "--concurrency",
                 "2",
@@ -119,7 +127,10 @@ impl Stack {
             "resolver ready: Resolve 127.0.0.1:50051, control 127.0.0.1:50052, http {RESOLVER_HTTP}"
         );
         wait_ok(&mut children, ENVOY_ADMIN, "/ready", "envoy", logs).await?;
-        println!("envoy    ready on {ENVOY} (admin {ENVOY_ADMIN})");
+        println!(
+            "envoy    ready on {ENVOY} (admin {ENVOY_ADMIN}), entry: {}",
+            entry.config_file()
+        );
         Ok(Stack {
             _children: children,
             _echo: echo,
@@ -166,7 +177,7 @@ async fn wait_ok(
 }
 
 /// The requests the demo makes, and what came back.
-async fn tour() -> anyhow::Result<()> {
+async fn tour(entry: Entry) -> anyhow::Result<()> {
     let envoy: SocketAddr = ENVOY.parse()?;
     let show = |what: &str, r: &http::Response| {
         println!("\n▶ {what}\n  {} {}", r.status, r.body);
@@ -250,7 +261,11 @@ async fn tour() -> anyhow::Result<()> {
     )
     .await?;
     println!("\n▶ last activity (resolver /v1/last-active, admin key)\n  {last}");
-    println!("\ndemo ok: every request went through Envoy, the wasm filter and the resolver");
+    let via = match entry {
+        Entry::Wasm => "the wasm filter",
+        Entry::ExtProc => "ext_proc",
+    };
+    println!("\ndemo ok: every request went through Envoy, {via} and the resolver");
     Ok(())
 }
 
