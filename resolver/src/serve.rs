@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
@@ -163,11 +163,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Arc::clone(&activity),
             Arc::clone(&metrics),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped());
+        .serve_with_incoming_shutdown(incoming(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
     let control = tonic::transport::Server::builder()
         .add_service(control::server(routes, activity, keys))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(control_listener), stopped());
+        .serve_with_incoming_shutdown(incoming(control_listener), stopped());
     servers.spawn(async move { Ok(control.await?) });
     let http_server =
         axum::serve(http_listener, http::router(http_state)).with_graceful_shutdown(stopped());
@@ -193,6 +193,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await;
     result
+}
+
+/// A bound listener as tonic's incoming stream. TCP_NODELAY matters: tonic sets it only for
+/// addresses it binds itself, and without it Nagle's algorithm holds back the small replies of
+/// every callout (measured: the resolver behind a do-nothing filter ran at 0.85 of a
+/// do-nothing server until this was set).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Loads a file now (start-up fails on a bad one) and reloads it in the background.
@@ -275,5 +283,22 @@ async fn shutdown_signal() {
             // Without signal handlers the process still stops on the default SIGTERM action.
             std::future::pending::<()>().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_nagle() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.unwrap().unwrap();
+        assert!(stream.nodelay().unwrap());
     }
 }
