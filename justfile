@@ -3,7 +3,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 default: test
 
-# Every test: formatting, lints, unit tests, and integration tests that run the real binaries.
+# The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
+# Every test: formatting, lints, unit tests, integration tests with the real binaries, bench smoke.
 test: lint build wasm envoy wasm-test
     #!/usr/bin/env bash
     set -euo pipefail
@@ -14,6 +15,31 @@ test: lint build wasm envoy wasm-test
     else
         cargo test --workspace --no-fail-fast
     fi
+    just bench smoke
+
+# MODE full: minutes, release builds, target/bench/report.{json,md} (README, "Performance");
+# smoke: seconds, debug builds, target/bench-smoke/. Installs wrk (Debian) when missing.
+# Benchmarks: the gateway against its floor, the resolver alone, scale.
+bench MODE="full": wasm envoy
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export SANDGATE_WRK="$(scripts/wrk-install)" SANDGATE_ENVOY="$(scripts/envoy-install)"
+    case "{{MODE}}" in
+    full)
+        cargo build --release -p sandgate-resolver -p sandgate-bench --bins
+        # Fresh estimates only: the report must not pick up an older run's numbers.
+        rm -rf target/criterion
+        cargo bench -p sandgate-resolver --bench resolver -- --warm-up-time 1 --measurement-time 3
+        ./target/release/sandgate-bench full ;;
+    smoke)
+        cargo build -p sandgate-resolver -p sandgate-bench --bins
+        # Criterion in test mode: each benchmark body runs once, checked, not timed.
+        cargo test -q -p sandgate-resolver --bench resolver
+        ./target/debug/sandgate-bench smoke ;;
+    *)
+        echo "usage: just bench [full|smoke]" >&2
+        exit 2 ;;
+    esac
 
 # rustfmt and clippy, warnings denied.
 lint:
@@ -32,9 +58,9 @@ fmt:
 envoy:
     @scripts/envoy-install >/dev/null
 
-# Build everything, start the demo stack (Envoy :8092, resolver, demo-a/demo-b), send a few
-# real requests through it, print what happened, stop. ENTRY: wasm (envoy.yaml) or extproc
-# (envoy-extproc.yaml).
+# Starts the demo stack (Envoy :8092, resolver, demo-a/demo-b), sends a few real requests
+# through it, prints what happened, stops. ENTRY: wasm (envoy.yaml) or extproc (envoy-extproc.yaml).
+# Build everything and route real requests through Envoy to two demo sandboxes.
 demo ENTRY="wasm": build wasm envoy
     SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo run {{ENTRY}}
 
@@ -46,18 +72,22 @@ up ENTRY="wasm": build wasm envoy
 resolver *ARGS: build
     ./target/debug/sandgate-resolver serve {{ARGS}}
 
+# Also the benchmark's do-nothing floor (bench/null-filter), never deployed.
 # Build the proxy-wasm filter for wasm32-wasip1 (profile release-wasm) into target/wasm/.
 wasm:
     #!/usr/bin/env bash
     set -euo pipefail
     env_sh="$(scripts/wasm-env wasm32-wasip1)" # not inside eval's argument: set -e would miss it
     eval "$env_sh"
-    cargo build --target wasm32-wasip1 --profile release-wasm -p sandgate-filter
-    # A stable path for envoy.yaml and the tests; copy, then rename, so no reader sees half a file.
+    cargo build --target wasm32-wasip1 --profile release-wasm -p sandgate-filter -p sandgate-null-filter
+    # A stable path for envoy.yaml, the tests and the bench; copy, then rename, so no reader sees
+    # half a file. sandgate_null_filter is the bench's do-nothing floor, never deployed.
     mkdir -p target/wasm
-    cp "$CARGO_TARGET_DIR/wasm32-wasip1/release-wasm/sandgate_filter.wasm" target/wasm/.sandgate_filter.wasm
-    mv -f target/wasm/.sandgate_filter.wasm target/wasm/sandgate_filter.wasm
-    echo "target/wasm/sandgate_filter.wasm: $(stat -c %s target/wasm/sandgate_filter.wasm) bytes"
+    for module in sandgate_filter sandgate_null_filter; do
+        cp "$CARGO_TARGET_DIR/wasm32-wasip1/release-wasm/$module.wasm" "target/wasm/.$module.wasm"
+        mv -f "target/wasm/.$module.wasm" "target/wasm/$module.wasm"
+        echo "target/wasm/$module.wasm: $(stat -c %s "target/wasm/$module.wasm") bytes"
+    done
 
 # sandgate-core's tests compiled to 32-bit wasm (wasm32-unknown-unknown), run under Node.
 wasm-test:

@@ -19,7 +19,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// An installed artefact: `$VAR` when set, else `default` under the repository root.
-fn artefact(var: &str, default: &str, how: &str) -> PathBuf {
+pub fn artefact(var: &str, default: &str, how: &str) -> PathBuf {
     let path = std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(default));
@@ -74,18 +74,10 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Renders envoy.yaml for `opts` and starts Envoy; returns once its admin says LIVE.
+    /// Renders the entry's shipped configuration for `opts` and starts Envoy; returns once its
+    /// admin says LIVE.
     pub async fn start(opts: &EnvoyOptions) -> Envoy {
-        let envoy = artefact(
-            "SANDGATE_ENVOY",
-            "target/envoy-venv/bin/envoy",
-            "run `just envoy`",
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (listen, admin) = (free_port(), free_port());
         let mut replacements = vec![
-            ("port_value: 8092", format!("port_value: {listen}")),
-            ("port_value: 9901", format!("port_value: {admin}")),
             (
                 "address: 127.0.0.1, port_value: 50051",
                 format!(
@@ -137,11 +129,27 @@ impl Envoy {
                 ]);
             }
         }
-        let config = render(
-            &std::fs::read_to_string(repo_root().join(opts.entry.config_file()))
-                .expect("envoy configuration"),
-            &replacements,
+        let template = std::fs::read_to_string(repo_root().join(opts.entry.config_file()))
+            .expect("envoy configuration");
+        Envoy::launch(&template, replacements).await
+    }
+
+    /// Starts Envoy (one worker) on `template` after `replacements`, and on fresh ports: the
+    /// template listens on `port_value: 8092` with its admin on `port_value: 9901`, as the
+    /// shipped configurations do. Returns once the admin says LIVE.
+    pub async fn launch(template: &str, mut replacements: Vec<(&'static str, String)>) -> Envoy {
+        let envoy = artefact(
+            "SANDGATE_ENVOY",
+            "target/envoy-venv/bin/envoy",
+            "run `just envoy`",
         );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (listen, admin) = (free_port(), free_port());
+        replacements.extend([
+            ("port_value: 8092", format!("port_value: {listen}")),
+            ("port_value: 9901", format!("port_value: {admin}")),
+        ]);
+        let config = render(template, &replacements);
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy config");
         let log = dir.path().join("envoy.log");
@@ -196,7 +204,7 @@ impl Envoy {
 
 /// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change
 /// to envoy.yaml cannot silently leave a test running the wrong configuration.
-fn render(template: &str, replacements: &[(&'static str, String)]) -> String {
+pub fn render(template: &str, replacements: &[(&'static str, String)]) -> String {
     let mut out = template.to_string();
     for (from, to) in replacements {
         let n = out.matches(from).count();

@@ -1,0 +1,551 @@
+//! The driver of `full` and `smoke`: starts every peer on loopback, measures, and hands the
+//! numbers to [`report`]. Owns process lifecycles and measurement order; no arithmetic on
+//! results beyond collecting them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use sandgate_tests::emulator::Emulator;
+use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions, repo_root};
+use sandgate_tests::fixtures::pod;
+use sandgate_tests::process::free_port;
+use sandgate_tests::{echo, http};
+use tokio::process::{Child, Command};
+
+use crate::report::{self, Alone, Informer, Report};
+use crate::rpc::LoadResult;
+use crate::wrk::{Run, Wrk};
+
+const TENANT_KEY: &str = "bench-tenant-key";
+const ADMIN_KEY: &str = "bench-admin-key";
+const SANDBOX: &str = "bench";
+
+/// How long and how much; `full` is what the README reports, `smoke` only proves it runs.
+pub struct Plan {
+    pub name: &'static str,
+    pub rounds: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub connections: u32,
+    pub rpc_warmup_secs: f64,
+    pub rpc_secs: f64,
+    /// Pod counts of the informer runs (besides the empty one that is their baseline).
+    pub pods: [usize; 2],
+    /// Whether missing criterion estimates fail the run (smoke runs them in test mode only).
+    pub criterion_required: bool,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            name: "full",
+            rounds: 3,
+            warmup: Duration::from_secs(2),
+            measure: Duration::from_secs(8),
+            connections: 32,
+            rpc_warmup_secs: 1.0,
+            rpc_secs: 5.0,
+            pods: [10_000, 100_000],
+            criterion_required: true,
+        }
+    }
+
+    pub fn smoke() -> Plan {
+        Plan {
+            name: "smoke",
+            rounds: 1,
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(1),
+            connections: 4,
+            rpc_warmup_secs: 0.2,
+            rpc_secs: 0.5,
+            pods: [500, 1_000],
+            criterion_required: false,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The wrk binary (`just bench` installs Debian's).
+    #[arg(long, env = "SANDGATE_WRK", default_value = "wrk")]
+    wrk: PathBuf,
+}
+
+/// The HTTP configurations, in the order of every round.
+pub const CONFIGS: [&str; 6] = [
+    "direct",
+    "noop_wasm",
+    "null_wasm",
+    "null_extproc",
+    "wasm",
+    "extproc",
+];
+
+pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> {
+    let root = repo_root();
+    let out = root.join(out);
+    std::fs::create_dir_all(&out)?;
+    let dir = tempfile::tempdir()?;
+    let bins = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let pin = cpus >= 2 && which("taskset");
+
+    println!("== HTTP through Envoy ({} round(s))", plan.rounds);
+    let http = through_envoy(&plan, &args, &bins, dir.path()).await?;
+    println!("== the resolver alone (pinned to one core: {pin})");
+    let alone = resolver_alone(&plan, &bins, dir.path(), pin).await?;
+    println!("== informer scale");
+    let informer = informer_scale(&plan, &bins, dir.path(), pin).await?;
+    let criterion = report::criterion(&root.join("target/criterion"), plan.criterion_required)?;
+
+    let report = Report::new(
+        &plan,
+        report::Machine::read(cpus, &args.wrk),
+        http,
+        alone,
+        informer,
+        criterion,
+    );
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report.json())?,
+    )?;
+    let md = report.markdown();
+    std::fs::write(out.join("report.md"), &md)?;
+    println!("\n{md}\nwritten: {}/report.{{json,md}}", out.display());
+    Ok(())
+}
+
+fn which(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Spawns a helper process whose output goes to `log`; it dies with its handle.
+fn spawn(
+    program: &Path,
+    args: &[String],
+    pin_cpu: Option<usize>,
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let mut cmd = match pin_cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let file = std::fs::File::create(log)?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A resolver process and its addresses.
+struct ResolverProc {
+    child: Child,
+    grpc: SocketAddr,
+    control: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+}
+
+impl ResolverProc {
+    fn start(
+        bins: &Path,
+        dir: &Path,
+        name: &str,
+        source: &[String],
+        pin: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let (grpc, control, http) = (loopback(), loopback(), loopback());
+        let mut args = vec![
+            "serve".to_string(),
+            format!("--grpc-listen={grpc}"),
+            format!("--control-listen={control}"),
+            format!("--http-listen={http}"),
+            format!("--admin-key={ADMIN_KEY}"),
+        ];
+        args.extend_from_slice(source);
+        let log = dir.join(format!("resolver-{name}.log"));
+        let child = spawn(&bins.join("sandgate-resolver"), &args, pin, &log)?;
+        Ok(ResolverProc {
+            child,
+            grpc,
+            control,
+            http,
+            log,
+        })
+    }
+
+    /// Polls /readyz; returns how long since `since` it took.
+    async fn ready(&mut self, since: Instant, within: Duration) -> anyhow::Result<Duration> {
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!(
+                    "resolver exited ({status}): {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok((200, _)) = http::get(self.http, "/readyz", None).await {
+                return Ok(since.elapsed());
+            }
+            ensure!(
+                since.elapsed() < within,
+                "resolver not ready after {within:?}; log {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("resolver gone")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("VmRSS")?;
+        Ok(kb * 1024)
+    }
+
+    /// A gauge from /metrics, e.g. `sandgate_pods`.
+    async fn gauge(&self, name: &str) -> anyhow::Result<f64> {
+        let (_, text) = http::get(self.http, "/metrics", None).await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("{name} not in /metrics"))
+    }
+}
+
+async fn wait_tcp(addr: SocketAddr) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        ensure!(Instant::now() < until, "nothing listens on {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn inventory_args(dir: &Path, pod_ip: &str) -> anyhow::Result<Vec<String>> {
+    let pods = dir.join("pods.yaml");
+    std::fs::write(
+        &pods,
+        format!(
+            "- name: bench-pod\n  namespace: bench\n  ip: {pod_ip}\n  sandboxId: {SANDBOX}\n  phase: running\n"
+        ),
+    )?;
+    let keys = dir.join("keys.yaml");
+    std::fs::write(
+        &keys,
+        format!("tenants:\n  - key: {TENANT_KEY}\n    namespace: bench\n"),
+    )?;
+    Ok(vec![
+        "--pod-source=inventory".into(),
+        format!("--inventory={}", pods.display()),
+        format!("--keys-file={}", keys.display()),
+    ])
+}
+
+/// The filter a floor configuration adds, as YAML at the http_filters indentation.
+fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
+    let wasm = |callout: bool| {
+        format!(
+            r#"                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: noop
+                        root_id: noop
+                        vm_config:
+                          vm_id: noop
+                          runtime: envoy.wasm.runtime.v8
+                          code:
+                            local:
+                              filename: {}
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: '{{"callout": {callout}, "cluster": "noop_server"}}'
+"#,
+            null_filter.display()
+        )
+    };
+    Ok(match config {
+        "direct" => String::new(),
+        "noop_wasm" => wasm(false),
+        "null_wasm" => wasm(true),
+        "null_extproc" => r#"                  - name: envoy.filters.http.ext_proc
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+                      grpc_service:
+                        envoy_grpc:
+                          cluster_name: noop_server
+                      failure_mode_allow: false
+                      message_timeout: 1s
+                      processing_mode:
+                        request_header_mode: SEND
+                        response_header_mode: SKIP
+                        request_body_mode: NONE
+                        response_body_mode: NONE
+                        request_trailer_mode: SKIP
+                        response_trailer_mode: SKIP
+"#
+        .to_string(),
+        other => bail!("not a floor configuration: {other}"),
+    })
+}
+
+/// One Envoy per configuration, all started before the first round so every round measures
+/// the same processes.
+async fn through_envoy(
+    plan: &Plan,
+    args: &RunArgs,
+    bins: &Path,
+    dir: &Path,
+) -> anyhow::Result<BTreeMap<&'static str, Vec<Run>>> {
+    let root = repo_root();
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let upstream_port = upstream.local_addr()?.port();
+    let _echo = tokio::spawn(echo::serve(upstream, SANDBOX.to_string()));
+
+    let null_addr = loopback();
+    let _null = spawn(
+        &bins.join("sandgate-bench"),
+        &["null".into(), format!("--listen={null_addr}")],
+        None,
+        &dir.join("null.log"),
+    )?;
+    wait_tcp(null_addr).await?;
+
+    let mut resolver =
+        ResolverProc::start(bins, dir, "http", &inventory_args(dir, "127.0.0.1")?, None)?;
+    resolver
+        .ready(Instant::now(), Duration::from_secs(30))
+        .await?;
+
+    let floor = std::fs::read_to_string(root.join("bench/envoy-floor.yaml"))?;
+    let null_filter = sandgate_tests::envoy::artefact(
+        "SANDGATE_NULL_WASM",
+        "target/wasm/sandgate_null_filter.wasm",
+        "run `just wasm`",
+    );
+    let mut envoys = Vec::new();
+    for config in CONFIGS {
+        let envoy = match config {
+            "wasm" | "extproc" => {
+                Envoy::start(&EnvoyOptions {
+                    entry: if config == "wasm" {
+                        Entry::Wasm
+                    } else {
+                        Entry::ExtProc
+                    },
+                    resolver: resolver.grpc,
+                    activity_interval: Duration::from_secs(30),
+                    callout_timeout: Duration::from_secs(1),
+                    fail_closed: true,
+                })
+                .await
+            }
+            floor_config => {
+                Envoy::launch(
+                    &floor,
+                    vec![
+                        ("port_value: 18080", format!("port_value: {upstream_port}")),
+                        (
+                            "address: 127.0.0.1, port_value: 50051",
+                            format!("address: 127.0.0.1, port_value: {}", null_addr.port()),
+                        ),
+                        (
+                            "                  # FILTER\n",
+                            floor_filter(floor_config, &null_filter)?,
+                        ),
+                    ],
+                )
+                .await
+            }
+        };
+        envoys.push((config, envoy));
+    }
+
+    let path = format!("/sandboxes/{SANDBOX}/{upstream_port}/");
+    let headers = [("x-api-key", TENANT_KEY)];
+    // Every configuration must reach the echo sandbox with this very request before it is
+    // timed; sandgate's entries must also have rewritten the path and dropped the key.
+    for (config, envoy) in &envoys {
+        let r = http::send(envoy.addr, "GET", &path, &headers).await?;
+        ensure!(r.status == 200, "{config}: {} {}", r.status, r.body);
+        let echo = r.json();
+        ensure!(echo["sandbox"] == SANDBOX, "{config}: {}", r.body);
+        if matches!(*config, "wasm" | "extproc") {
+            ensure!(
+                echo["path"] == "/" && echo["headers"].get("x-api-key").is_none(),
+                "{config}: {}",
+                r.body
+            );
+        }
+    }
+
+    let script = Wrk::write_script(dir)?;
+    let wrk = Wrk {
+        binary: &args.wrk,
+        script: &script,
+        connections: plan.connections,
+    };
+    let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
+    for round in 1..=plan.rounds {
+        for (config, envoy) in &envoys {
+            wrk.run(envoy.addr, &path, &headers, plan.warmup)
+                .await
+                .with_context(|| format!("{config} warm-up"))?;
+            let run = wrk
+                .run(envoy.addr, &path, &headers, plan.measure)
+                .await
+                .with_context(|| config.to_string())?;
+            println!(
+                "round {round} {config:>12}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+                run.rps, run.p50_ms, run.p99_ms
+            );
+            runs.entry(config).or_default().push(run);
+        }
+    }
+    Ok(runs)
+}
+
+/// Resolve and PushRoute calls per second, the resolver on one core and the caller on the
+/// other.
+async fn resolver_alone(plan: &Plan, bins: &Path, dir: &Path, pin: bool) -> anyhow::Result<Alone> {
+    let mut resolver = ResolverProc::start(
+        bins,
+        dir,
+        "alone",
+        &inventory_args(dir, "127.0.0.1")?,
+        pin.then_some(0),
+    )?;
+    resolver
+        .ready(Instant::now(), Duration::from_secs(30))
+        .await?;
+    let resolve_rps = rpc_load(plan, bins, pin, "resolve", resolver.grpc, TENANT_KEY).await?;
+    let push_rps = rpc_load(plan, bins, pin, "push", resolver.control, ADMIN_KEY).await?;
+    Ok(Alone {
+        pinned: pin,
+        resolve_rps,
+        push_rps,
+    })
+}
+
+/// One `sandgate-bench rpc-load` process (on the second core when pinning); its calls/s.
+async fn rpc_load(
+    plan: &Plan,
+    bins: &Path,
+    pin: bool,
+    kind: &str,
+    target: SocketAddr,
+    key: &str,
+) -> anyhow::Result<f64> {
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(bins.join("sandgate-bench"));
+        c
+    } else {
+        Command::new(bins.join("sandgate-bench"))
+    };
+    cmd.arg("rpc-load")
+        .arg(format!("--kind={kind}"))
+        .arg(format!("--target={target}"))
+        .arg(format!("--warmup-secs={}", plan.rpc_warmup_secs))
+        .arg(format!("--secs={}", plan.rpc_secs))
+        .arg(format!("--key={key}"))
+        .arg(format!("--sandbox={SANDBOX}"));
+    let out = cmd.output().await?;
+    ensure!(
+        out.status.success(),
+        "rpc-load {kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: LoadResult = serde_json::from_slice(&out.stdout).context("rpc-load output")?;
+    println!("{kind:>8}: {:>8.0} calls/s", r.per_sec);
+    Ok(r.per_sec)
+}
+
+/// Initial sync time and resident memory of a resolver watching `n` Pods, against one
+/// watching none.
+async fn informer_scale(
+    plan: &Plan,
+    bins: &Path,
+    dir: &Path,
+    pin: bool,
+) -> anyhow::Result<Vec<Informer>> {
+    let mut out = Vec::new();
+    for n in [0, plan.pods[0], plan.pods[1]] {
+        let emu = Emulator::start().await;
+        for i in 0..n {
+            emu.apply(
+                pod("bench", &format!("pod-{i}"))
+                    .sandbox(&format!("sb-{i}"))
+                    .phase("running")
+                    .ip(&format!(
+                        "10.{}.{}.{}",
+                        i >> 16 & 255,
+                        i >> 8 & 255,
+                        i & 255
+                    ))
+                    .json(),
+            );
+        }
+        let kubeconfig = emu.write_kubeconfig(dir);
+        let source = vec![
+            "--pod-source=kube".to_string(),
+            format!("--kubeconfig={}", kubeconfig.display()),
+        ];
+        let started = Instant::now();
+        let mut resolver = ResolverProc::start(
+            bins,
+            dir,
+            &format!("informer-{n}"),
+            &source,
+            pin.then_some(0),
+        )?;
+        let sync = resolver.ready(started, Duration::from_secs(300)).await?;
+        let held = resolver.gauge("sandgate_pods").await?;
+        ensure!(
+            held as usize == n,
+            "resolver holds {held} Pods, the emulator {n}"
+        );
+        // Settle: the first list's buffers are freed, the watch is idle.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = resolver.rss_bytes()?;
+        println!(
+            "{n:>8} Pods: ready in {:.2} s, RSS {:.1} MiB",
+            sync.as_secs_f64(),
+            rss as f64 / 1048576.0
+        );
+        out.push(Informer {
+            pods: n,
+            sync_s: sync.as_secs_f64(),
+            rss_bytes: rss,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,64 @@
+//! `sandgate-bench`: how fast the gateway is, against the floor it stands on.
+//!
+//! `full` / `smoke` drive everything and write `report.json` + `report.md`: HTTP through
+//! Envoy (one worker) for six configurations in interleaved rounds — plain Envoy, a do-nothing
+//! wasm filter, do-nothing wasm and ext_proc callouts, and sandgate's two entries —, the
+//! resolver alone on one core, and informer scale against the Kubernetes API emulator. The
+//! criterion numbers (`cargo bench -p sandgate-resolver`, run by `just bench` first) are read
+//! from target/criterion. `null` and `rpc-load` are the helper processes the driver starts.
+
+mod drive;
+mod null;
+mod report;
+mod rpc;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "sandgate benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The full run (minutes): report in target/bench/.
+    Full(drive::RunArgs),
+    /// Every part for a second or so, so the bench code cannot rot: report in target/bench-smoke/.
+    Smoke(drive::RunArgs),
+    /// The do-nothing Resolve and ext_proc servers.
+    Null {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// gRPC load against a resolver; prints one JSON line.
+    RpcLoad(rpc::LoadArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Full(args) => {
+            drive::run(drive::Plan::full(), args, PathBuf::from("target/bench")).await
+        }
+        Cmd::Smoke(args) => {
+            drive::run(
+                drive::Plan::smoke(),
+                args,
+                PathBuf::from("target/bench-smoke"),
+            )
+            .await
+        }
+        Cmd::Null { listen } => null::serve(listen).await,
+        Cmd::RpcLoad(args) => {
+            let result = rpc::run(args).await?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! What the numbers mean: ratios against the baseline of the same round, medians over rounds,
+//! the targets of the benchmark issue, and the two report files. Measures nothing itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::drive::Plan;
+use crate::wrk::Run;
+
+pub struct Alone {
+    pub pinned: bool,
+    pub resolve_rps: f64,
+    pub push_rps: f64,
+}
+
+pub struct Informer {
+    pub pods: usize,
+    pub sync_s: f64,
+    pub rss_bytes: u64,
+}
+
+/// Report key → criterion id (target/criterion/<id>/new/estimates.json).
+const CRITERION: [(&str, &str); 6] = [
+    ("cache_get_ns_10k", "cache_get/10k"),
+    ("cache_get_ns_1m", "cache_get/1m"),
+    ("decide_ns_pushed_route", "decide/pushed_route"),
+    ("decide_ns_label_index", "decide/label_index"),
+    (
+        "decide_ns_denied_wrong_tenant",
+        "decide/denied_wrong_tenant",
+    ),
+    ("activity_touch_ns", "activity/touch"),
+];
+
+/// Mean time per iteration of each criterion benchmark, in ns. `just bench` deletes the
+/// directory before running criterion, so what is here is from this run.
+pub fn criterion(
+    dir: &Path,
+    required: bool,
+) -> anyhow::Result<BTreeMap<&'static str, Option<f64>>> {
+    let mut out = BTreeMap::new();
+    for (key, id) in CRITERION {
+        let file = dir.join(id).join("new/estimates.json");
+        let mean = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes)?
+                .pointer("/mean/point_estimate")
+                .and_then(Value::as_f64),
+            Err(_) => None,
+        };
+        if required && mean.is_none() {
+            anyhow::bail!(
+                "no criterion estimate at {} (run `just bench`)",
+                file.display()
+            );
+        }
+        out.insert(key, mean);
+    }
+    Ok(out)
+}
+
+pub struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    mem_total: String,
+    kernel: String,
+    envoy: String,
+    wrk: String,
+}
+
+fn first_line(program: &Path, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .map(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn proc_field(file: &str, field: &str) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                Some(
+                    l.strip_prefix(field)?
+                        .trim_start_matches([' ', '\t', ':'])
+                        .trim()
+                        .to_string(),
+                )
+            })
+        })
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn read(cpus: usize, wrk: &Path) -> Machine {
+        let envoy = sandgate_tests::envoy::artefact(
+            "SANDGATE_ENVOY",
+            "target/envoy-venv/bin/envoy",
+            "run `just envoy`",
+        );
+        Machine {
+            cpus,
+            cpu_model: proc_field("/proc/cpuinfo", "model name"),
+            mem_total: proc_field("/proc/meminfo", "MemTotal"),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL": the path says nothing.
+            envoy: first_line(&envoy, "--version")
+                .split_once("version:")
+                .map_or(String::new(), |(_, v)| format!("Envoy {}", v.trim())),
+            wrk: first_line(wrk, "-v"),
+        }
+    }
+}
+
+pub struct Report {
+    plan: String,
+    rounds: usize,
+    measure_s: u64,
+    warmup_s: u64,
+    connections: u32,
+    date: String,
+    machine: Machine,
+    http: BTreeMap<&'static str, Vec<Run>>,
+    alone: Alone,
+    informer: Vec<Informer>,
+    criterion: BTreeMap<&'static str, Option<f64>>,
+}
+
+/// Enough digits to tell 0.8996 from 0.9, none to spare on 110829 calls/s.
+fn fmt(v: f64) -> String {
+    match v.abs() {
+        a if a < 10.0 => format!("{v:.4}"),
+        a if a < 1000.0 => format!("{v:.1}"),
+        _ => format!("{v:.0}"),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// "100k", "1k", "500": how report keys name a Pod count.
+fn count_label(n: usize) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The issue's targets: (key, goal, higher is better).
+const TARGETS: [(&str, f64, bool); 5] = [
+    ("ratio_to_null_wasm", 0.90, true),
+    ("ratio_to_null_extproc", 0.90, true),
+    ("resolve_rps_1core", 50_000.0, true),
+    ("cache_get_ns_1m", 100.0, false),
+    ("informer_bytes_per_pod", 2048.0, false),
+];
+
+impl Report {
+    pub fn new(
+        plan: &Plan,
+        machine: Machine,
+        http: BTreeMap<&'static str, Vec<Run>>,
+        alone: Alone,
+        informer: Vec<Informer>,
+        criterion: BTreeMap<&'static str, Option<f64>>,
+    ) -> Report {
+        Report {
+            plan: plan.name.to_string(),
+            rounds: plan.rounds,
+            measure_s: plan.measure.as_secs(),
+            warmup_s: plan.warmup.as_secs(),
+            connections: plan.connections,
+            date: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            machine,
+            http,
+            alone,
+            informer,
+            criterion,
+        }
+    }
+
+    fn runs(&self, config: &str) -> &[Run] {
+        self.http.get(config).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Median over rounds of `f(a, b)` for the runs of `a` and `b` in the same round.
+    fn per_round(&self, a: &str, b: &str, f: impl Fn(&Run, &Run) -> f64) -> f64 {
+        median(
+            self.runs(a)
+                .iter()
+                .zip(self.runs(b))
+                .map(|(x, y)| f(x, y))
+                .collect(),
+        )
+    }
+
+    fn ratio(&self, a: &str, b: &str) -> f64 {
+        self.per_round(a, b, |x, y| x.rps / y.rps)
+    }
+
+    fn p99_added(&self, a: &str) -> f64 {
+        self.per_round(a, "direct", |x, y| x.p99_ms - y.p99_ms)
+    }
+
+    /// Every headline number by its report key.
+    fn keys(&self) -> BTreeMap<String, Option<f64>> {
+        let mut k: BTreeMap<String, Option<f64>> = BTreeMap::new();
+        let mut put = |key: &str, v: f64| {
+            k.insert(key.to_string(), v.is_finite().then_some(v));
+        };
+        put("throughput_ratio_wasm", self.ratio("wasm", "direct"));
+        put("throughput_ratio_extproc", self.ratio("extproc", "direct"));
+        put("ratio_to_null_wasm", self.ratio("wasm", "null_wasm"));
+        put(
+            "ratio_to_null_extproc",
+            self.ratio("extproc", "null_extproc"),
+        );
+        put("ratio_noop_filter", self.ratio("noop_wasm", "direct"));
+        put(
+            "ratio_null_wasm_to_direct",
+            self.ratio("null_wasm", "direct"),
+        );
+        put(
+            "ratio_null_extproc_to_direct",
+            self.ratio("null_extproc", "direct"),
+        );
+        put("p99_added_ms_wasm", self.p99_added("wasm"));
+        put("p99_added_ms_extproc", self.p99_added("extproc"));
+        put("p99_added_ms_null_wasm", self.p99_added("null_wasm"));
+        put("p99_added_ms_null_extproc", self.p99_added("null_extproc"));
+        put("resolve_rps_1core", self.alone.resolve_rps);
+        put("push_rps_1core", self.alone.push_rps);
+        if let (Some(empty), Some(largest)) = (self.informer.first(), self.informer.last()) {
+            for i in &self.informer[1..] {
+                let label = count_label(i.pods);
+                put(&format!("informer_sync_s_{label}"), i.sync_s);
+                put(
+                    &format!("informer_bytes_per_pod_{label}"),
+                    (i.rss_bytes as f64 - empty.rss_bytes as f64) / i.pods as f64,
+                );
+            }
+            put(
+                "informer_bytes_per_pod",
+                (largest.rss_bytes as f64 - empty.rss_bytes as f64) / largest.pods.max(1) as f64,
+            );
+        }
+        for (key, v) in &self.criterion {
+            k.insert(key.to_string(), *v);
+        }
+        k
+    }
+
+    pub fn json(&self) -> Value {
+        let keys = self.keys();
+        let configs: serde_json::Map<String, Value> = self
+            .http
+            .iter()
+            .map(|(name, runs)| {
+                let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+                (
+                    name.to_string(),
+                    json!({
+                        "runs": runs,
+                        "median_rps": col(|r| r.rps),
+                        "median_p50_ms": col(|r| r.p50_ms),
+                        "median_p99_ms": col(|r| r.p99_ms),
+                    }),
+                )
+            })
+            .collect();
+        let targets: Vec<Value> = TARGETS
+            .iter()
+            .map(|(key, goal, higher)| {
+                let v = keys.get(*key).copied().flatten();
+                json!({"key": key, "goal": goal, "higher_is_better": higher,
+                       "measured": v, "met": v.map(|v| if *higher { v >= *goal } else { v <= *goal })})
+            })
+            .collect();
+        let mut out = json!({
+            "plan": self.plan,
+            "date": self.date,
+            "machine": {
+                "cpus": self.machine.cpus, "cpu_model": self.machine.cpu_model,
+                "mem_total": self.machine.mem_total, "kernel": self.machine.kernel,
+                "envoy": self.machine.envoy, "wrk": self.machine.wrk,
+            },
+            "load": {"tool": "wrk", "threads": 1, "connections": self.connections,
+                     "warmup_s": self.warmup_s, "measure_s": self.measure_s, "rounds": self.rounds,
+                     "envoy_workers": 1, "order": crate::drive::CONFIGS},
+            "configs": configs,
+            "resolver_alone": {"pinned_to_one_core": self.alone.pinned},
+            "informer": self.informer.iter().map(|i| json!({"pods": i.pods, "sync_s": i.sync_s, "rss_bytes": i.rss_bytes})).collect::<Vec<_>>(),
+            "targets": targets,
+        });
+        for (k, v) in keys {
+            out[k] = json!(v);
+        }
+        out
+    }
+
+    pub fn markdown(&self) -> String {
+        let keys = self.keys();
+        let num = |key: &str| keys.get(key).copied().flatten().map_or("—".into(), fmt);
+        let m = &self.machine;
+        let mut s = format!(
+            "### Benchmark ({plan}, {date})\n\nMachine: {cpus} × {model}, {mem}, Linux {kernel}; {envoy}; {wrk}.\n\n",
+            plan = self.plan,
+            date = self.date,
+            cpus = m.cpus,
+            model = m.cpu_model,
+            mem = m.mem_total,
+            kernel = m.kernel,
+            envoy = m.envoy,
+            wrk = m.wrk,
+        );
+        s += &format!(
+            "Through Envoy (one worker, loopback), `wrk -t1 -c{}`, {} interleaved round(s) of {} s after {} s warm-up; medians, ratios per round against `direct`:\n\n",
+            self.connections, self.rounds, self.measure_s, self.warmup_s
+        );
+        s += "| configuration | req/s | p50 ms | p99 ms | × direct |\n|---|---:|---:|---:|---:|\n";
+        for config in crate::drive::CONFIGS {
+            let runs = self.runs(config);
+            let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+            s += &format!(
+                "| {config} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+                col(|r| r.rps),
+                col(|r| r.p50_ms),
+                col(|r| r.p99_ms),
+                self.ratio(config, "direct")
+            );
+        }
+        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver.\n\n";
+        s += "| target | measured | goal | |\n|---|---:|---:|---|\n";
+        for (key, goal, higher) in TARGETS {
+            let v = keys.get(key).copied().flatten();
+            let verdict = match v {
+                None => "not measured",
+                Some(v) if (higher && v >= goal) || (!higher && v <= goal) => "met",
+                Some(_) => "**short**",
+            };
+            s += &format!(
+                "| `{key}` | {} | {} {goal} | {verdict} |\n",
+                num(key),
+                if higher { "≥" } else { "≤" }
+            );
+        }
+        s += "\n| measure | value |\n|---|---:|\n";
+        for (key, v) in &keys {
+            if TARGETS.iter().any(|(t, ..)| t == key) {
+                continue;
+            }
+            s += &format!("| `{key}` | {} |\n", v.map_or("—".into(), fmt));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rps: f64, p99_ms: f64) -> Run {
+        Run {
+            rps,
+            p50_ms: p99_ms / 2.0,
+            p99_ms,
+        }
+    }
+
+    fn report(http: &[(&'static str, Vec<Run>)], informer: Vec<Informer>) -> Report {
+        Report {
+            plan: "test".into(),
+            rounds: 2,
+            measure_s: 1,
+            warmup_s: 1,
+            connections: 1,
+            date: String::new(),
+            machine: Machine {
+                cpus: 2,
+                cpu_model: String::new(),
+                mem_total: String::new(),
+                kernel: String::new(),
+                envoy: String::new(),
+                wrk: String::new(),
+            },
+            http: http.iter().cloned().collect(),
+            alone: Alone {
+                pinned: true,
+                resolve_rps: 60_000.0,
+                push_rps: 1.0,
+            },
+            informer,
+            criterion: BTreeMap::from([("cache_get_ns_1m", Some(150.0))]),
+        }
+    }
+
+    #[test]
+    fn medians_and_labels() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+        assert_eq!(count_label(100_000), "100k");
+        assert_eq!(count_label(500), "500");
+        assert_eq!(count_label(1_500), "1500");
+        assert_eq!(fmt(0.8996), "0.8996");
+        assert_eq!(fmt(1.98699), "1.9870");
+        assert_eq!(fmt(200.64), "200.6");
+        assert_eq!(fmt(110_829.6), "110830");
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        // Round 2 is twice as fast for everyone (a quieter machine): per-round ratios stay 0.5,
+        // where a ratio of medians across rounds could not tell drift from cost.
+        let r = report(
+            &[
+                ("direct", vec![run(1000.0, 2.0), run(2000.0, 1.0)]),
+                ("null_wasm", vec![run(600.0, 3.0), run(1200.0, 2.0)]),
+                ("wasm", vec![run(500.0, 4.0), run(1000.0, 2.0)]),
+            ],
+            vec![
+                Informer {
+                    pods: 0,
+                    sync_s: 0.1,
+                    rss_bytes: 1_000_000,
+                },
+                Informer {
+                    pods: 1_000,
+                    sync_s: 0.2,
+                    rss_bytes: 3_000_000,
+                },
+            ],
+        );
+        let k = r.keys();
+        assert_eq!(k["throughput_ratio_wasm"], Some(0.5));
+        assert_eq!(k["ratio_to_null_wasm"], Some(500.0 / 600.0));
+        assert_eq!(k["p99_added_ms_wasm"], Some(1.5));
+        assert_eq!(k["informer_bytes_per_pod"], Some(2000.0));
+        assert_eq!(k["informer_sync_s_1k"], Some(0.2));
+        // Nothing measured for ext_proc: no number, not a zero.
+        assert_eq!(k["throughput_ratio_extproc"], None);
+        let json = r.json();
+        let targets = json["targets"].as_array().unwrap();
+        let met = |key: &str| targets.iter().find(|t| t["key"] == key).unwrap()["met"].clone();
+        assert_eq!(met("resolve_rps_1core"), json!(true));
+        assert_eq!(met("cache_get_ns_1m"), json!(false));
+        assert_eq!(met("ratio_to_null_extproc"), Value::Null);
+        assert!(
+            r.markdown()
+                .contains("| `cache_get_ns_1m` | 150.0 | ≤ 100 | **short** |")
+        );
+    }
+}
