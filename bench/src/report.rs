@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::drive::Plan;
@@ -34,28 +35,28 @@ const CRITERION: [(&str, &str); 6] = [
     ("activity_touch_ns", "activity/touch"),
 ];
 
-/// Mean time per iteration of each criterion benchmark, in ns. `just bench` deletes the
-/// directory before running criterion, so what is here is from this run.
-pub fn criterion(
-    dir: &Path,
-    required: bool,
-) -> anyhow::Result<BTreeMap<&'static str, Option<f64>>> {
+/// Mean time per iteration of each criterion benchmark, in ns, or all `None` when not
+/// `wanted`. `just bench` deletes the directory before running criterion, so what is here is
+/// from this run; a wanted estimate that is missing fails the run.
+pub fn criterion(dir: &Path, wanted: bool) -> anyhow::Result<BTreeMap<&'static str, Option<f64>>> {
     let mut out = BTreeMap::new();
     for (key, id) in CRITERION {
-        let file = dir.join(id).join("new/estimates.json");
-        let mean = match std::fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice::<Value>(&bytes)?
-                .pointer("/mean/point_estimate")
-                .and_then(Value::as_f64),
-            Err(_) => None,
-        };
-        if required && mean.is_none() {
-            anyhow::bail!(
-                "no criterion estimate at {} (run `just bench`)",
-                file.display()
-            );
+        if !wanted {
+            out.insert(key, None);
+            continue;
         }
-        out.insert(key, mean);
+        let file = dir.join(id).join("new/estimates.json");
+        let mean = std::fs::read(&file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|v| v.pointer("/mean/point_estimate").and_then(Value::as_f64))
+            .with_context(|| {
+                format!(
+                    "no criterion estimate at {} (run `just bench`)",
+                    file.display()
+                )
+            })?;
+        out.insert(key, Some(mean));
     }
     Ok(out)
 }
