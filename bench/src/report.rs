@@ -117,13 +117,34 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-            // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL": the path says nothing.
-            envoy: first_line(&envoy, "--version")
-                .split_once("version:")
-                .map_or(String::new(), |(_, v)| format!("Envoy {}", v.trim())),
-            wrk: first_line(wrk, "-v"),
+            envoy: envoy_version(&first_line(&envoy, "--version")),
+            wrk: wrk_version(&first_line(wrk, "-v")),
         }
     }
+}
+
+/// "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL" → "Envoy 1.40.0 RELEASE BoringSSL":
+/// the path and the commit say nothing a reader compares.
+fn envoy_version(line: &str) -> String {
+    let Some((_, v)) = line.split_once("version:") else {
+        return String::new();
+    };
+    let mut parts = v.trim().split('/').skip(1).filter(|p| *p != "Clean");
+    let mut out = String::from("Envoy");
+    for p in parts.by_ref() {
+        out.push(' ');
+        out.push_str(p);
+    }
+    out
+}
+
+/// "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer" → "wrk debian/4.1.0-3+b2".
+fn wrk_version(line: &str) -> String {
+    line.split(" [")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub struct Report {
@@ -382,6 +403,19 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_versions_keep_what_a_reader_compares() {
+        assert_eq!(
+            envoy_version("/x/bin/envoy  version: 9e55/1.40.0/Clean/RELEASE/BoringSSL"),
+            "Envoy 1.40.0 RELEASE BoringSSL"
+        );
+        assert_eq!(envoy_version("garbage"), "");
+        assert_eq!(
+            wrk_version("wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer"),
+            "wrk debian/4.1.0-3+b2"
+        );
+    }
 
     fn run(rps: f64, p99_ms: f64) -> Run {
         Run {
