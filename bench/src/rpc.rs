@@ -62,6 +62,7 @@ async fn call(channel: &Channel, args: &LoadArgs, n: u64) -> anyhow::Result<()> 
                     api_key: args.key.clone(),
                     sandbox_id: args.sandbox.clone(),
                     port: args.port,
+                    forwarded: false,
                 })
                 .await?
                 .into_inner();

@@ -1,6 +1,6 @@
 //! What an entry does with a request: route it to a destination or refuse it.
 
-use crate::DenyCode;
+use crate::{DenyCode, Forward};
 
 /// A refusal with a message that is safe to show the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub enum Decision {
     Route {
         destination: String,
     },
+    /// Send the request on to another cluster's gateway (boxed: it is the rare, large case).
+    Forward(Box<Forward>),
     Deny(Deny),
 }
 

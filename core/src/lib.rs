@@ -3,14 +3,19 @@
 //! Owns: the one table that maps every refusal to its HTTP status, JSON code and gRPC code
 //! ([`DenyCode`]), the [`Decision`] an entry applies, validation of the sandbox id and port,
 //! and the request grammar (key, id, port, path rewrite, gateway-only headers) that the wasm
-//! filter and the ext_proc entry share. It knows nothing of wasm, gRPC, Kubernetes or I/O and
+//! filter and the ext_proc entry share, and the cross-cluster id rule and forward shape. It knows nothing of wasm, gRPC, Kubernetes or I/O and
 //! has no dependencies (serde behind a feature), so it builds unchanged for native and wasm32 targets.
 
+mod cluster;
 mod decision;
 mod facts;
 mod request;
 mod status;
 
+pub use cluster::{
+    Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, PeerUpstream, SandboxRef, UPSTREAM_HEADER, is_uuid,
+    split_cluster,
+};
 pub use decision::{Decision, Deny};
 pub use facts::{MAX_SANDBOX_ID_LEN, check_port, parse_port, validate_sandbox_id};
 pub use request::{KeySource, RequestGrammar, Target, bearer_token};

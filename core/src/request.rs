@@ -5,7 +5,8 @@
 //! and refuse exactly the same requests. It sees headers only through a lookup closure and
 //! never allocates unless the path is rewritten.
 
-use crate::{Deny, DenyCode, parse_port, validate_sandbox_id};
+use crate::{Deny, DenyCode, Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, UPSTREAM_HEADER};
+use crate::{parse_port, validate_sandbox_id};
 
 /// Header names and path shape an entry reads; every field is configuration with a default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,10 @@ pub struct Target<'a> {
     pub port: u16,
     /// The `:path` the sandbox must see, when it differs from the client's.
     pub rewritten_path: Option<String>,
+    /// The client's `:path`, as it came.
+    pub path: &'a str,
+    /// The request already crossed from another cluster's gateway ([`HOP_HEADER`]).
+    pub forwarded: bool,
 }
 
 impl RequestGrammar {
@@ -107,6 +112,7 @@ impl RequestGrammar {
         F: Fn(&str) -> Option<&'a str>,
     {
         let api_key = self.api_key(&header);
+        let forwarded = header(HOP_HEADER).is_some();
         if let Some(id) = header(&self.id_header) {
             let sandbox_id = validate_sandbox_id(id).map_err(|d| in_field(d, &self.id_header))?;
             let port = match header(&self.port_header) {
@@ -123,6 +129,8 @@ impl RequestGrammar {
                 sandbox_id,
                 port,
                 rewritten_path: None,
+                path,
+                forwarded,
             });
         }
         let Some(found) = self.split_path(path) else {
@@ -153,6 +161,8 @@ impl RequestGrammar {
             sandbox_id,
             port,
             rewritten_path: Some(rewritten),
+            path,
+            forwarded,
         })
     }
 
@@ -175,8 +185,8 @@ impl RequestGrammar {
     }
 
     /// Whether a request header must be removed before the request reaches a sandbox: every
-    /// key header, every `x-sandbox-*` header, the original-destination header a client could
-    /// forge, and `authorization` when it carries the caller's key.
+    /// key header, every `x-sandbox-*` and `x-sandgate-*` header, the original-destination
+    /// header a client could forge, and `authorization` when it carries the caller's key.
     pub fn is_gateway_header(&self, name: &str, value: &str, api_key: Option<&str>) -> bool {
         if self
             .key_headers
@@ -185,6 +195,7 @@ impl RequestGrammar {
             || name.eq_ignore_ascii_case(&self.id_header)
             || name.eq_ignore_ascii_case(&self.port_header)
             || starts_with_ignore_case(name, "x-sandbox-")
+            || starts_with_ignore_case(name, PRIVATE_HEADER_PREFIX)
             || name.eq_ignore_ascii_case("x-envoy-original-dst-host")
         {
             return true;
@@ -194,6 +205,34 @@ impl RequestGrammar {
         name.eq_ignore_ascii_case("authorization")
             && self.bearer
             && bearer_token(value).is_some_and(|t| Some(t) == api_key)
+    }
+
+    /// The request headers a forwarded request gets, in write order (a later write of the same
+    /// name replaces an earlier one). Entries first remove every gateway header, as for a
+    /// local route, then write these: the peer's own headers, then where the request goes and
+    /// what the peer gateway needs to decide it again — the key (in the first key header, so
+    /// it cannot collide with an `authorization` the sandbox's app uses) and, when the client
+    /// named the sandbox by header, the id and port headers. A path-style request keeps its
+    /// path (under the peer's prefix), which names them already.
+    pub fn forward_writes(&self, target: &Target<'_>, forward: &Forward) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = forward.headers.clone();
+        let mut put = |name: &str, value: String| out.push((name.to_string(), value));
+        put(":authority", forward.authority.clone());
+        put(":path", format!("{}{}", forward.path_prefix, target.path));
+        put("x-forwarded-proto", forward.upstream.scheme().to_string());
+        put(UPSTREAM_HEADER, forward.upstream.as_str().to_string());
+        put(HOP_HEADER, forward.from_cluster.clone());
+        if let Some((key, _)) = target.api_key {
+            match self.key_headers.first() {
+                Some(name) => put(name, key.to_string()),
+                None => put("authorization", format!("Bearer {key}")),
+            }
+        }
+        if target.rewritten_path.is_none() {
+            put(&self.id_header, target.sandbox_id.to_string());
+            put(&self.port_header, target.port.to_string());
+        }
+        out
     }
 
     fn split_path<'p>(&self, path: &'p str) -> Option<PathTarget<'p>> {
@@ -270,6 +309,74 @@ mod tests {
             |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
             path,
         )
+    }
+
+    fn peer() -> Forward {
+        Forward {
+            destination: "10.1.0.9:443".into(),
+            authority: "gw2.example".into(),
+            path_prefix: "/c2".into(),
+            upstream: crate::PeerUpstream::Tls,
+            headers: vec![
+                ("x-peer-token".into(), "t".into()),
+                (HOP_HEADER.into(), "forged by config".into()),
+            ],
+            from_cluster: "c1".into(),
+        }
+    }
+
+    fn last<'w>(writes: &'w [(String, String)], name: &str) -> Option<&'w str> {
+        writes
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_forward_by_path_keeps_the_path_under_the_prefix() {
+        let g = RequestGrammar::default();
+        let h = [("authorization", "Bearer k"), (HOP_HEADER, "x")];
+        let t = parse(&g, &h, "/sandboxes/c2.id/8080/a?q=1").unwrap();
+        assert!(t.forwarded);
+        let w = g.forward_writes(&t, &peer());
+        assert_eq!(last(&w, ":path"), Some("/c2/sandboxes/c2.id/8080/a?q=1"));
+        assert_eq!(last(&w, ":authority"), Some("gw2.example"));
+        assert_eq!(last(&w, "x-forwarded-proto"), Some("https"));
+        assert_eq!(last(&w, UPSTREAM_HEADER), Some("peer-tls"));
+        // The peer's headers come first: its config cannot replace the hop marker.
+        assert_eq!(last(&w, HOP_HEADER), Some("c1"));
+        assert_eq!(last(&w, "x-peer-token"), Some("t"));
+        // The key moves to the first key header; id and port stay in the path.
+        assert_eq!(last(&w, "agentbox-api-key"), Some("k"));
+        assert_eq!(last(&w, "authorization"), None);
+        assert_eq!(last(&w, "x-sandbox-id"), None);
+    }
+
+    #[test]
+    fn a_forward_by_header_writes_id_and_port_again() {
+        let g = RequestGrammar {
+            key_headers: Vec::new(),
+            default_port: Some(80),
+            ..Default::default()
+        };
+        let h = [("x-sandbox-id", "c2.id"), ("authorization", "Bearer k")];
+        let t = parse(&g, &h, "/app").unwrap();
+        assert!(!t.forwarded);
+        let w = g.forward_writes(&t, &peer());
+        assert_eq!(last(&w, ":path"), Some("/c2/app"));
+        assert_eq!(last(&w, "x-sandbox-id"), Some("c2.id"));
+        assert_eq!(last(&w, "x-sandbox-port"), Some("80"));
+        // No key headers configured: the key goes back as a bearer token.
+        assert_eq!(last(&w, "authorization"), Some("Bearer k"));
+    }
+
+    #[test]
+    fn private_headers_are_gateway_headers() {
+        let g = RequestGrammar::default();
+        for name in [HOP_HEADER, UPSTREAM_HEADER, "X-Sandgate-Anything"] {
+            assert!(g.is_gateway_header(name, "v", None), "{name}");
+        }
     }
 
     #[test]

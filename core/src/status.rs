@@ -35,11 +35,18 @@ pub enum DenyCode {
     SandboxPodMissing,
     /// The routed Pod now carries another sandbox id (it was released and reused).
     SandboxReassigned,
+    /// The id names a cluster this gateway has no peer entry for.
+    UnknownCluster,
+    /// The peer cluster is known but cannot be reached now (no gateway URL, its host does
+    /// not resolve).
+    PeerUnavailable,
+    /// A request that already crossed from another gateway names yet another cluster.
+    ForwardLoop,
     ResolverUnavailable,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 15] = [
+    pub const ALL: [DenyCode; 18] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
@@ -54,6 +61,9 @@ impl DenyCode {
         DenyCode::SandboxNoIp,
         DenyCode::SandboxPodMissing,
         DenyCode::SandboxReassigned,
+        DenyCode::UnknownCluster,
+        DenyCode::PeerUnavailable,
+        DenyCode::ForwardLoop,
         DenyCode::ResolverUnavailable,
     ];
 
@@ -75,6 +85,9 @@ impl DenyCode {
             SandboxNoIp => (502, "sandbox_no_ip", GrpcCode::FailedPrecondition),
             SandboxPodMissing => (502, "sandbox_pod_missing", GrpcCode::FailedPrecondition),
             SandboxReassigned => (502, "sandbox_reassigned", GrpcCode::FailedPrecondition),
+            UnknownCluster => (502, "unknown_cluster", GrpcCode::FailedPrecondition),
+            PeerUnavailable => (502, "peer_unavailable", GrpcCode::FailedPrecondition),
+            ForwardLoop => (502, "forward_loop", GrpcCode::FailedPrecondition),
             ResolverUnavailable => (503, "resolver_unavailable", GrpcCode::Unavailable),
         }
     }
@@ -140,6 +153,9 @@ mod tests {
                     SandboxNoIp,
                     SandboxPodMissing,
                     SandboxReassigned,
+                    UnknownCluster,
+                    PeerUnavailable,
+                    ForwardLoop,
                 ][..],
             ),
             (503, &[ResolverUnavailable][..]),

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sandgate_core::{Decision, Deny};
+use sandgate_core::{Decision, Deny, Forward};
 
 use config::Config;
 
@@ -72,8 +72,16 @@ impl RootContext for Root {
 /// One request: waits for at most one Resolve answer.
 struct Request {
     config: Rc<Config>,
-    /// Token of the pending callout and the path to set if it routes.
-    callout: Option<(u32, Option<String>)>,
+    callout: Option<Pending>,
+}
+
+/// A Resolve call in flight and what applying its answer needs.
+struct Pending {
+    token: u32,
+    /// The path to set if it routes to a local sandbox.
+    path: Option<String>,
+    /// The client's headers as they came (moved, not copied): a forward re-reads them.
+    headers: Vec<(String, String)>,
 }
 
 impl Request {
@@ -98,8 +106,9 @@ impl Request {
             Ok(t) => t,
             Err(deny) => return self.refuse(&deny),
         };
-        let cfg = &self.config;
+        let cfg = Rc::clone(&self.config);
         let message = wire::resolve_request(&target);
+        let path = target.rewritten_path;
         match hostcalls::dispatch_grpc_call(
             &cfg.resolver_cluster,
             wire::RESOLVER_SERVICE,
@@ -109,16 +118,21 @@ impl Request {
             cfg.timeout(),
         ) {
             Ok(token) => {
-                self.callout = Some((token, target.rewritten_path));
+                self.callout = Some(Pending {
+                    token,
+                    path,
+                    headers,
+                });
                 Action::Pause
             }
             Err(e) => self.unavailable(&format!("resolver call not sent: {e:?}")),
         }
     }
 
-    fn apply(&mut self, decision: Decision, path: Option<String>) {
+    fn apply(&mut self, decision: Decision, pending: Pending) {
         let result = match decision {
-            Decision::Route { destination } => self.route(&destination, path.as_deref()),
+            Decision::Route { destination } => self.route(&destination, pending.path.as_deref()),
+            Decision::Forward(forward) => self.forward(&forward, &pending.headers),
             Decision::Deny(deny) if deny.code == sandgate_core::DenyCode::ResolverUnavailable => {
                 if self.unavailable(&deny.message) == Action::Continue {
                     // The request is paused on the callout: failing open must wake it.
@@ -137,15 +151,27 @@ impl Request {
     }
 
     fn route(&self, destination: &str, path: Option<&str>) -> Result<(), String> {
-        hostcalls::call_foreign_function(
-            "set_envoy_filter_state",
-            Some(&wire::original_dst_argument(destination)),
-        )
-        .map_err(|e| format!("setting the destination: {e:?}"))?;
+        set_destination(destination)?;
         if let Some(path) = path {
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, ":path", Some(path))
-                .map_err(|e| format!("rewriting the path: {e:?}"))?;
+            set_header(":path", path)?;
         }
+        hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
+    }
+
+    /// On to another cluster's gateway: the writes are the shared grammar's, and the route is
+    /// matched again so the private upstream header picks the peer cluster.
+    fn forward(&self, forward: &Forward, headers: &[(String, String)]) -> Result<(), String> {
+        let target = self
+            .config
+            .request
+            .parse_headers(headers)
+            .map_err(|d| format!("re-reading the request: {}", d.message))?;
+        set_destination(&forward.destination)?;
+        for (name, value) in self.config.request.forward_writes(&target, forward) {
+            set_header(&name, &value)?;
+        }
+        hostcalls::call_foreign_function("clear_route_cache", None)
+            .map_err(|e| format!("clearing the route cache: {e:?}"))?;
         hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
     }
 
@@ -180,18 +206,18 @@ impl Request {
 
 impl Context for Request {
     fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some((pending, path)) = self.callout.take() else {
+        let Some(pending) = self.callout.take() else {
             return;
         };
-        if pending != token {
-            self.callout = Some((pending, path));
+        if pending.token != token {
+            self.callout = Some(pending);
             return;
         }
         let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
             .ok()
             .flatten();
         let decision = wire::decision(status, body.as_deref());
-        self.apply(decision, path);
+        self.apply(decision, pending);
     }
 }
 
@@ -199,6 +225,20 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.on_headers()
     }
+}
+
+fn set_destination(destination: &str) -> Result<(), String> {
+    hostcalls::call_foreign_function(
+        "set_envoy_filter_state",
+        Some(&wire::original_dst_argument(destination)),
+    )
+    .map(drop)
+    .map_err(|e| format!("setting the destination: {e:?}"))
+}
+
+fn set_header(name: &str, value: &str) -> Result<(), String> {
+    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+        .map_err(|e| format!("writing {name}: {e:?}"))
 }
 
 fn log(level: LogLevel, message: &str) {

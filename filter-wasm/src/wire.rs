@@ -5,7 +5,7 @@
 //! the host calls.
 
 use prost::Message;
-use sandgate_core::{Decision, Deny, DenyCode, Target};
+use sandgate_core::{Decision, Deny, DenyCode, Forward, PeerUpstream, Target};
 use sandgate_proto::resolver::v1::{ResolveReply, ResolveRequest, resolve_reply};
 
 pub const RESOLVER_SERVICE: &str = "sandgate.resolver.v1.Resolver";
@@ -23,6 +23,7 @@ pub fn resolve_request(target: &Target<'_>) -> Vec<u8> {
             .unwrap_or_default(),
         sandbox_id: target.sandbox_id.to_string(),
         port: u32::from(target.port),
+        forwarded: target.forwarded,
     }
     .encode_to_vec()
 }
@@ -42,6 +43,20 @@ pub fn decision(grpc_status: u32, body: Option<&[u8]>) -> Decision {
         Some(resolve_reply::Outcome::Route(r)) if !r.destination.is_empty() => Decision::Route {
             destination: r.destination,
         },
+        Some(resolve_reply::Outcome::Forward(f)) if !f.destination.is_empty() => {
+            // An upstream this filter does not know would match no route: refuse instead.
+            let Some(upstream) = PeerUpstream::parse(&f.upstream) else {
+                return Decision::Deny(unavailable("resolver sent an unknown peer upstream"));
+            };
+            Decision::Forward(Box::new(Forward {
+                destination: f.destination,
+                authority: f.authority,
+                path_prefix: f.path_prefix,
+                upstream,
+                headers: f.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                from_cluster: f.from_cluster,
+            }))
+        }
         Some(resolve_reply::Outcome::Deny(d)) => {
             // The code is looked up in the shared table so the status always matches it; an
             // unknown code (a newer resolver) is not guessed at.
@@ -86,7 +101,7 @@ pub fn original_dst_argument(destination: &str) -> Vec<u8> {
 mod tests {
     use super::*;
     use sandgate_core::KeySource;
-    use sandgate_proto::resolver::v1::{Deny as WireDeny, Route};
+    use sandgate_proto::resolver::v1::{Deny as WireDeny, Forward as WireForward, Header, Route};
 
     fn reply(outcome: resolve_reply::Outcome) -> Vec<u8> {
         ResolveReply {
@@ -102,11 +117,18 @@ mod tests {
             sandbox_id: "sb",
             port: 8080,
             rewritten_path: None,
+            path: "/",
+            forwarded: true,
         };
         let r = ResolveRequest::decode(resolve_request(&t).as_slice()).unwrap();
         assert_eq!(
-            (r.api_key.as_str(), r.sandbox_id.as_str(), r.port),
-            ("k", "sb", 8080)
+            (
+                r.api_key.as_str(),
+                r.sandbox_id.as_str(),
+                r.port,
+                r.forwarded
+            ),
+            ("k", "sb", 8080, true)
         );
     }
 
@@ -130,6 +152,28 @@ mod tests {
             decision(0, Some(&deny)),
             Decision::Deny(Deny::new(DenyCode::Forbidden, "not yours"))
         );
+        let forward = reply(resolve_reply::Outcome::Forward(WireForward {
+            destination: "10.0.0.9:443".into(),
+            authority: "gw2".into(),
+            path_prefix: "/p".into(),
+            upstream: "peer-tls".into(),
+            headers: vec![Header {
+                name: "x-t".into(),
+                value: "v".into(),
+            }],
+            from_cluster: "c1".into(),
+        }));
+        assert_eq!(
+            decision(0, Some(&forward)),
+            Decision::Forward(Box::new(Forward {
+                destination: "10.0.0.9:443".into(),
+                authority: "gw2".into(),
+                path_prefix: "/p".into(),
+                upstream: PeerUpstream::Tls,
+                headers: vec![("x-t".into(), "v".into())],
+                from_cluster: "c1".into(),
+            }))
+        );
     }
 
     #[test]
@@ -142,6 +186,11 @@ mod tests {
         let empty_route = reply(resolve_reply::Outcome::Route(Route {
             destination: String::new(),
         }));
+        let odd_upstream = reply(resolve_reply::Outcome::Forward(WireForward {
+            destination: "10.0.0.9:443".into(),
+            upstream: "sandboxes".into(),
+            ..Default::default()
+        }));
         for (status, body) in [
             (14, None),
             (4, None),
@@ -150,6 +199,7 @@ mod tests {
             (0, Some(&[][..])),
             (0, Some(unknown.as_slice())),
             (0, Some(empty_route.as_slice())),
+            (0, Some(odd_upstream.as_slice())),
         ] {
             match decision(status, body) {
                 Decision::Deny(d) => assert_eq!(d.code, DenyCode::ResolverUnavailable),

@@ -20,6 +20,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sandgate_core::{Decision, DenyCode};
 use sandgate_resolver::activity::ActivityTracker;
 use sandgate_resolver::cache::RouteCache;
+use sandgate_resolver::clusters::ClusterStore;
+use sandgate_resolver::clusters::dns::DnsCache;
 use sandgate_resolver::decide::{DecideConfig, Facts, Gateway};
 use sandgate_resolver::keys::{KeySet, KeyStore, Source, TenantKey, digest};
 use sandgate_resolver::metrics::Metrics;
@@ -175,6 +177,11 @@ fn gateways() -> Gateways {
         pods: Arc::clone(&pods),
         activity: Arc::new(ActivityTracker::default()),
         metrics: Arc::new(Metrics::default()),
+        clusters: Arc::new(ClusterStore::new("", Arc::new(Metrics::default()))),
+        dns: Arc::new(DnsCache::system(
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )),
         config,
     };
     let pushed = gateway(RouteCache::new(ROUTE_TTL, ROUTE_SHARDS));
@@ -197,12 +204,15 @@ fn gateways() -> Gateways {
     }
 }
 
+/// A local decision never waits (only a peer's DNS lookup does), so polling it once on this
+/// thread measures the decision, not an executor.
 fn decide(gw: &Gateway, key: &str, id: &str) -> Decision {
-    gw.decide(Facts {
+    futures::executor::block_on(gw.decide(Facts {
         api_key: key,
         sandbox_id: id,
         port: PORT,
-    })
+        forwarded: false,
+    }))
 }
 
 /// Every probe routes to its own Pod through `gw` with the tenant key.

@@ -182,6 +182,31 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_EXTPROC_DEFAULT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub extproc_default_port: Option<u16>,
 
+    /// This cluster's id for cross-cluster routing: `{id}.{uuid}` is local (the prefix is
+    /// stripped); any other `{cluster}.{uuid}` goes to that cluster's gateway. Empty: every
+    /// prefixed id belongs to a peer.
+    #[arg(long, env = "SANDGATE_CLUSTER_ID", default_value = "")]
+    pub cluster_id: String,
+    /// Peer clusters from a file (agentbox's clusters config.yaml format), reloaded on change.
+    #[arg(
+        long,
+        env = "SANDGATE_CLUSTERS_FILE",
+        conflicts_with = "clusters_configmap"
+    )]
+    pub clusters_file: Option<PathBuf>,
+    /// Peer clusters from this ConfigMap's `config.yaml` (e.g. agentbox-clusters-config), watched.
+    #[arg(long, env = "SANDGATE_CLUSTERS_CONFIGMAP")]
+    pub clusters_configmap: Option<String>,
+    /// Namespace of the clusters ConfigMap (default: --namespace, else "default").
+    #[arg(long, env = "SANDGATE_CLUSTERS_CONFIGMAP_NAMESPACE")]
+    pub clusters_configmap_namespace: Option<String>,
+    /// How long a peer gateway's resolved address is used before it is looked up again.
+    #[arg(long, env = "SANDGATE_PEER_DNS_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub peer_dns_ttl: Duration,
+    /// Longest wait for one peer-gateway lookup (the request gets a 502 after it).
+    #[arg(long, env = "SANDGATE_PEER_DNS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub peer_dns_timeout: Duration,
+
     /// How often local files (inventory, key files) are checked for changes.
     #[arg(long, env = "SANDGATE_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub reload_interval: Duration,

@@ -9,7 +9,7 @@ use sandgate_proto::ctrlplane::v1::control_plane_service_server::{
 };
 use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
-    PushRouteRequest, PushRouteResponse,
+    PushClusterConfigRequest, PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
 };
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -17,11 +17,13 @@ use tonic::{Request, Response, Status};
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
+use crate::clusters::{ClusterStore, Source};
 use crate::keys::KeyStore;
 
 pub struct ControlPlane {
     routes: Arc<RouteCache>,
     activity: Arc<ActivityTracker>,
+    clusters: Arc<ClusterStore>,
 }
 
 /// Admits a request only with `authorization: Bearer <admin key>`.
@@ -50,10 +52,15 @@ impl Interceptor for AdminGuard {
 pub fn server(
     routes: Arc<RouteCache>,
     activity: Arc<ActivityTracker>,
+    clusters: Arc<ClusterStore>,
     keys: Arc<KeyStore>,
 ) -> InterceptedService<ControlPlaneServiceServer<ControlPlane>, AdminGuard> {
     InterceptedService::new(
-        ControlPlaneServiceServer::new(ControlPlane { routes, activity }),
+        ControlPlaneServiceServer::new(ControlPlane {
+            routes,
+            activity,
+            clusters,
+        }),
         AdminGuard { keys },
     )
 }
@@ -112,6 +119,19 @@ impl ControlPlaneService for ControlPlane {
     ) -> Result<Response<GetLastActiveResponse>, Status> {
         Ok(Response::new(GetLastActiveResponse {
             last_active: self.activity.snapshot().into_iter().collect(),
+        }))
+    }
+
+    async fn push_cluster_config(
+        &self,
+        request: Request<PushClusterConfigRequest>,
+    ) -> Result<Response<PushClusterConfigResponse>, Status> {
+        let n = self
+            .clusters
+            .apply(Source::ControlPlane, &request.get_ref().config_yaml)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(PushClusterConfigResponse {
+            clusters: u32::try_from(n).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -1,8 +1,13 @@
 //! The decision: request facts in, [`Decision`] out. Every entry (the Resolve callout, ext_proc)
 //! calls [`Gateway::decide`]; no entry carries a rule of its own.
 //!
-//! Order: validate facts → authenticate → locate the sandbox's Pod (pushed route, else the
-//! sandbox-id index when the fallback is on) → tenant check → routability → Touch → route.
+//! Order: validate facts → authenticate → another cluster's id? forward to its gateway →
+//! locate the sandbox's Pod (pushed route, else the sandbox-id index when the fallback is on)
+//! → tenant check → routability → Touch → route.
+//!
+//! A forwarded request is authenticated here first (the peer's credential is added to it, so
+//! an unauthenticated client must not get to borrow it) and decided again, tenant check
+//! included, by the peer gateway. A request that already crossed once is never forwarded.
 //! A Pod is routable only when it carries the requested sandbox id, is Running (armed, when the
 //! gate is on) or Stopping, and has an IP. Anything else the resolver knows of is a 502; an id it
 //! knows nothing of is a 404.
@@ -12,10 +17,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use jiff::Timestamp;
-use sandgate_core::{Decision, Deny, DenyCode, check_port, validate_sandbox_id};
+use sandgate_core::{
+    Decision, Deny, DenyCode, Forward, check_port, split_cluster, validate_sandbox_id,
+};
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
+use crate::clusters::ClusterStore;
+use crate::clusters::dns::DnsCache;
 use crate::keys::{KeyStore, Principal};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, PodView};
@@ -36,6 +45,8 @@ pub struct Facts<'a> {
     pub sandbox_id: &'a str,
     /// 0 when the request named none; validated here.
     pub port: u32,
+    /// The request carries another gateway's hop marker.
+    pub forwarded: bool,
 }
 
 /// Everything a decision reads, shared by all entries.
@@ -45,32 +56,95 @@ pub struct Gateway {
     pub pods: Arc<PodStore>,
     pub activity: Arc<ActivityTracker>,
     pub metrics: Arc<Metrics>,
+    pub clusters: Arc<ClusterStore>,
+    pub dns: Arc<DnsCache>,
     pub config: DecideConfig,
 }
 
 impl Gateway {
-    pub fn decide(&self, facts: Facts<'_>) -> Decision {
+    pub async fn decide(&self, facts: Facts<'_>) -> Decision {
         let started = Instant::now();
-        let decision = match self.decide_inner(facts) {
-            Ok(destination) => Decision::Route { destination },
+        let decision = match self.decide_inner(facts).await {
+            Ok(decision) => decision,
             Err(deny) => Decision::Deny(deny),
         };
         let outcome = match &decision {
             Decision::Route { .. } => "route",
+            Decision::Forward(_) => "forward",
             Decision::Deny(d) => d.code.as_str(),
         };
         self.metrics.resolved(outcome, started.elapsed());
         decision
     }
 
-    fn decide_inner(&self, facts: Facts<'_>) -> Result<String, Deny> {
+    async fn decide_inner(&self, facts: Facts<'_>) -> Result<Decision, Deny> {
         let id = validate_sandbox_id(facts.sandbox_id)?;
         let port = check_port(facts.port)?;
         let principal = self.keys.authenticate(facts.api_key, Timestamp::now())?;
+        let id = match split_cluster(id) {
+            sandbox if sandbox.cluster.is_none() => id,
+            sandbox if sandbox.cluster == Some(self.clusters.local()) => sandbox.id,
+            sandbox => {
+                let cluster = sandbox.cluster.unwrap_or_default();
+                let forward = self.forward(cluster, facts.forwarded).await?;
+                return Ok(Decision::Forward(Box::new(forward)));
+            }
+        };
         let pod = self.locate(id, &principal)?;
         let ip = self.routable(&pod, id)?;
         self.activity.touch(id);
-        Ok(SocketAddr::new(ip, port).to_string())
+        Ok(Decision::Route {
+            destination: SocketAddr::new(ip, port).to_string(),
+        })
+    }
+
+    /// Where a request for `cluster`'s sandbox goes: that cluster's gateway.
+    async fn forward(&self, cluster: &str, forwarded: bool) -> Result<Forward, Deny> {
+        if forwarded {
+            return Err(Deny::new(
+                DenyCode::ForwardLoop,
+                format!(
+                    "request already crossed from another cluster; not forwarding it to cluster {cluster}"
+                ),
+            ));
+        }
+        let config = self.clusters.current();
+        let peer = config.peers.get(cluster).ok_or_else(|| {
+            Deny::new(
+                DenyCode::UnknownCluster,
+                format!("cluster {cluster} is not known to this gateway"),
+            )
+        })?;
+        let gateway = peer.gateway.as_ref().ok_or_else(|| {
+            Deny::new(
+                DenyCode::PeerUnavailable,
+                format!("cluster {cluster} has no gateway configured"),
+            )
+        })?;
+        let ip = self
+            .dns
+            .resolve(&gateway.host, &config.host_aliases)
+            .await
+            .map_err(|why| {
+                tracing::warn!(cluster, why, "peer gateway address unknown");
+                Deny::new(
+                    DenyCode::PeerUnavailable,
+                    format!("the gateway of cluster {cluster} cannot be reached"),
+                )
+            })?;
+        let local = self.clusters.local();
+        Ok(Forward {
+            destination: SocketAddr::new(ip, gateway.port).to_string(),
+            authority: gateway.authority.clone(),
+            path_prefix: gateway.path_prefix.clone(),
+            upstream: gateway.upstream,
+            headers: gateway.headers.clone(),
+            from_cluster: if local.is_empty() {
+                "unnamed".into()
+            } else {
+                local.into()
+            },
+        })
     }
 
     /// Finds the one Pod that should serve `id` and checks the caller may reach it.
@@ -218,22 +292,100 @@ pub(crate) mod tests {
                 pods: Arc::new(PodStore::default()),
                 activity: Arc::new(ActivityTracker::default()),
                 metrics: Arc::new(Metrics::default()),
+                clusters: Arc::new(ClusterStore::new("home", Arc::new(Metrics::default()))),
+                dns: Arc::new(DnsCache::system(
+                    Duration::from_secs(30),
+                    Duration::from_secs(1),
+                )),
                 config,
             },
         }
     }
 
     impl Fixture {
-        fn decide(&self, key: &str, id: &str, port: u32) -> Result<String, DenyCode> {
-            match self.gw.decide(Facts {
+        pub(crate) fn decision(&self, key: &str, id: &str, port: u32, forwarded: bool) -> Decision {
+            // Nothing below awaits unless a peer's host needs DNS, which these tests avoid.
+            futures::executor::block_on(self.gw.decide(Facts {
                 api_key: key,
                 sandbox_id: id,
                 port,
-            }) {
+                forwarded,
+            }))
+        }
+
+        fn decide(&self, key: &str, id: &str, port: u32) -> Result<String, DenyCode> {
+            match self.decision(key, id, port, false) {
                 Decision::Route { destination } => Ok(destination),
+                Decision::Forward(f) => Ok(format!("forward {}", f.destination)),
                 Decision::Deny(d) => Err(d.code),
             }
         }
+    }
+
+    const U: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    #[test]
+    fn other_clusters_ids_are_forwarded_after_authentication() {
+        let f = fixture(FALLBACK);
+        f.gw.clusters
+            .apply(
+                crate::clusters::Source::File,
+                "clusters:\n- {id: c2, gateway: {dataURL: 'https://gw2.test:8443/edge', headers: {x-peer: p}}}\n- {id: nogw}\nhostAliases: [{ip: 127.0.0.5, hostnames: [gw2.test]}]",
+            )
+            .unwrap();
+        let id = format!("c2.{U}");
+        assert_eq!(f.decide("", &id, 80), Err(DenyCode::MissingApiKey));
+        assert_eq!(f.decide("wrong", &id, 80), Err(DenyCode::InvalidApiKey));
+        let Decision::Forward(fwd) = f.decision("acme-key", &id, 80, false) else {
+            panic!("not forwarded");
+        };
+        assert_eq!(fwd.destination, "127.0.0.5:8443");
+        assert_eq!(fwd.authority, "gw2.test:8443");
+        assert_eq!(fwd.path_prefix, "/edge");
+        assert_eq!(fwd.upstream, sandgate_core::PeerUpstream::Tls);
+        assert_eq!(fwd.headers, vec![("x-peer".to_string(), "p".to_string())]);
+        assert_eq!(fwd.from_cluster, "home");
+        assert!(
+            f.gw.activity.is_empty(),
+            "the peer gateway touches its own sandbox"
+        );
+        // Once crossed, never again.
+        let Decision::Deny(d) = f.decision("acme-key", &id, 80, true) else {
+            panic!("forwarded twice");
+        };
+        assert_eq!(d.code, DenyCode::ForwardLoop);
+        assert!(d.message.contains("c2"), "{}", d.message);
+        let unknown = f.decision("acme-key", &format!("c9.{U}"), 80, false);
+        assert!(
+            matches!(unknown, Decision::Deny(d) if d.code == DenyCode::UnknownCluster && d.message.contains("c9"))
+        );
+        assert_eq!(
+            f.decide("acme-key", &format!("nogw.{U}"), 80),
+            Err(DenyCode::PeerUnavailable)
+        );
+    }
+
+    #[test]
+    fn the_local_prefix_is_stripped_before_lookup() {
+        let f = fixture(FALLBACK);
+        f.gw.pods
+            .apply(pod("acme", "p1", Some(U), Phase::Running, Some("10.0.0.7")));
+        assert_eq!(
+            f.decide("acme-key", &format!("home.{U}"), 80),
+            Ok("10.0.0.7:80".into())
+        );
+        assert_eq!(f.decide("acme-key", U, 80), Ok("10.0.0.7:80".into()));
+        // A request that crossed may still reach a local sandbox.
+        assert!(matches!(
+            f.decision("acme-key", &format!("home.{U}"), 80, true),
+            Decision::Route { .. }
+        ));
+        assert!(f.gw.activity.get(U).is_some());
+        // Uppercase UUID: a different id, the same cluster rule.
+        assert_eq!(
+            f.decide("acme-key", &format!("home.{}", U.to_ascii_uppercase()), 80),
+            Err(DenyCode::SandboxNotFound)
+        );
     }
 
     pub(crate) const FALLBACK: DecideConfig = DecideConfig {

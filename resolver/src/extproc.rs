@@ -9,8 +9,10 @@
 //! every routed request and a refusal is an immediate reply, so no request reaches the router
 //! with a value the resolver did not write.
 //!
-//! The route cache is not cleared: the one route matches every path, and re-matching on the
-//! rewritten `:path` could only pick a route the client did not ask for.
+//! The route cache is cleared only for a forward to another cluster's gateway: the forward's
+//! private upstream header must be matched to pick the peer cluster. A local route keeps the
+//! route matched on the client's request: the sandbox route matches every path, and
+//! re-matching on the rewritten `:path` could only pick a route the client did not ask for.
 //!
 //! Owns the ext_proc wire mapping only; it may not decide anything itself.
 
@@ -60,9 +62,9 @@ impl ExtProc {
     /// The answer to one message: request headers are decided; every other phase gets its
     /// phase-matched CONTINUE (a processing_mode that sends more must not abort streams); a
     /// message with no phase gets no answer rather than a wrong-phase one.
-    pub fn respond(&self, message: &ProcessingRequest) -> Option<ProcessingResponse> {
+    pub async fn respond(&self, message: &ProcessingRequest) -> Option<ProcessingResponse> {
         let reply = match message.request.as_ref()? {
-            Phase::RequestHeaders(h) => return Some(self.on_request_headers(h)),
+            Phase::RequestHeaders(h) => return Some(self.on_request_headers(h).await),
             Phase::ResponseHeaders(_) => Reply::ResponseHeaders(HeadersResponse::default()),
             Phase::RequestBody(_) => Reply::RequestBody(BodyResponse::default()),
             Phase::ResponseBody(_) => Reply::ResponseBody(BodyResponse::default()),
@@ -75,43 +77,57 @@ impl ExtProc {
         })
     }
 
-    fn on_request_headers(&self, message: &HttpHeaders) -> ProcessingResponse {
+    async fn on_request_headers(&self, message: &HttpHeaders) -> ProcessingResponse {
         let headers = header_list(message.headers.as_ref());
         let target = match self.grammar.parse_headers(&headers) {
             Ok(t) => t,
             Err(deny) => return refuse(&deny),
         };
         let api_key = target.api_key.map(|(k, _)| k);
-        let decision = self.gateway.decide(Facts {
-            api_key: api_key.unwrap_or_default(),
-            sandbox_id: target.sandbox_id,
-            port: u32::from(target.port),
-        });
-        let destination = match decision {
-            Decision::Route { destination } => destination,
+        let decision = self
+            .gateway
+            .decide(Facts {
+                api_key: api_key.unwrap_or_default(),
+                sandbox_id: target.sandbox_id,
+                port: u32::from(target.port),
+                forwarded: target.forwarded,
+            })
+            .await;
+        let (writes, clear_route_cache) = match decision {
+            Decision::Route { destination } => {
+                let mut writes = vec![(DESTINATION_HEADER.to_string(), destination)];
+                if let Some(p) = &target.rewritten_path {
+                    writes.push((":path".to_string(), p.clone()));
+                }
+                (writes, false)
+            }
+            Decision::Forward(forward) => {
+                let mut writes =
+                    vec![(DESTINATION_HEADER.to_string(), forward.destination.clone())];
+                writes.extend(self.grammar.forward_writes(&target, &forward));
+                (writes, true)
+            }
             Decision::Deny(deny) => return refuse(&deny),
         };
-        // The destination header is overwritten below, not also removed: one write, whatever
+        // A header that is written is overwritten, not also removed: one write, whatever
         // order Envoy applies removals and sets in.
         let mut remove_headers: Vec<String> = headers
             .iter()
             .filter(|(name, value)| {
-                name != DESTINATION_HEADER && self.grammar.is_gateway_header(name, value, api_key)
+                !writes.iter().any(|(w, _)| w == name)
+                    && self.grammar.is_gateway_header(name, value, api_key)
             })
             .map(|(name, _)| name.clone())
             .collect();
         remove_headers.dedup();
-        let mut set_headers = vec![raw_header(DESTINATION_HEADER, &destination)];
-        if let Some(p) = target.rewritten_path {
-            set_headers.push(raw_header(":path", &p));
-        }
         ProcessingResponse {
             response: Some(Reply::RequestHeaders(HeadersResponse {
                 response: Some(CommonResponse {
                     header_mutation: Some(HeaderMutation {
-                        set_headers,
+                        set_headers: writes.iter().map(|(k, v)| raw_header(k, v)).collect(),
                         remove_headers,
                     }),
+                    clear_route_cache,
                     ..Default::default()
                 }),
             })),
@@ -187,11 +203,13 @@ impl ExternalProcessor for ExtProc {
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let this = self.clone();
         let replies = request.into_inner().filter_map(move |message| {
-            let reply = match message {
-                Ok(m) => this.respond(&m).map(Ok),
-                Err(status) => Some(Err(status)),
-            };
-            std::future::ready(reply)
+            let this = this.clone();
+            async move {
+                match message {
+                    Ok(m) => this.respond(&m).await.map(Ok),
+                    Err(status) => Some(Err(status)),
+                }
+            }
         });
         Ok(Response::new(Box::pin(replies)))
     }
@@ -204,6 +222,12 @@ mod tests {
     use super::*;
     use crate::decide::tests::{FALLBACK, fixture, pod};
     use crate::pods::Phase as PodPhase;
+
+    impl ExtProc {
+        fn respond_now(&self, m: &ProcessingRequest) -> Option<ProcessingResponse> {
+            futures::executor::block_on(self.respond(m))
+        }
+    }
 
     fn extproc() -> ExtProc {
         let f = fixture(FALLBACK);
@@ -274,7 +298,7 @@ mod tests {
     fn routes_with_destination_header_path_rewrite_and_removals() {
         let x = extproc();
         let r = x
-            .respond(&headers(&[
+            .respond_now(&headers(&[
                 (":path", "/sandboxes/sb/8080/api?q=1"),
                 ("x-api-key", "acme-key"),
                 ("x-envoy-original-dst-host", "1.2.3.4:5"),
@@ -319,6 +343,55 @@ mod tests {
     }
 
     #[test]
+    fn a_forward_rewrites_for_the_peer_and_clears_the_route_cache() {
+        let x = extproc();
+        x.gateway
+            .clusters
+            .apply(
+                crate::clusters::Source::File,
+                "clusters: [{id: c2, gateway: {dataURL: 'http://127.0.0.9:8092/gw', headers: {x-peer: p}}}]",
+            )
+            .unwrap();
+        let id = "c2.0f8fad5b-d9cb-469f-a165-70867728950e";
+        let r = x
+            .respond_now(&headers(&[
+                (":path", "/app"),
+                (":authority", "gw1"),
+                ("x-sandbox-id", id),
+                ("x-sandbox-port", "8080"),
+                ("authorization", "Bearer acme-key"),
+                ("x-sandgate-upstream", "forged"),
+            ]))
+            .unwrap();
+        let Some(Reply::RequestHeaders(HeadersResponse {
+            response: Some(common),
+        })) = &r.response
+        else {
+            panic!("not a headers response: {r:?}")
+        };
+        assert!(common.clear_route_cache);
+        let m = mutation(&r);
+        let set = |name: &str| {
+            m.set_headers
+                .iter()
+                .filter_map(|o| o.header.as_ref())
+                .filter(|h| h.key == name)
+                .map(|h| String::from_utf8(h.raw_value.clone()).unwrap())
+                .next_back()
+        };
+        assert_eq!(set(DESTINATION_HEADER).as_deref(), Some("127.0.0.9:8092"));
+        assert_eq!(set(":authority").as_deref(), Some("127.0.0.9:8092"));
+        assert_eq!(set(":path").as_deref(), Some("/gw/app"));
+        assert_eq!(set("x-sandgate-upstream").as_deref(), Some("peer"));
+        assert_eq!(set("x-sandgate-hop").as_deref(), Some("home"));
+        assert_eq!(set("x-sandbox-id").as_deref(), Some(id));
+        assert_eq!(set("agentbox-api-key").as_deref(), Some("acme-key"));
+        assert_eq!(set("x-peer").as_deref(), Some("p"));
+        // The bearer copy of the key goes; what is rewritten is not also removed.
+        assert_eq!(m.remove_headers, ["authorization"]);
+    }
+
+    #[test]
     fn refusals_are_immediate_json_replies_with_the_table_status() {
         let x = extproc();
         for (list, status, code) in [
@@ -342,7 +415,7 @@ mod tests {
                 "sandbox_not_found",
             ),
         ] {
-            let r = x.respond(&headers(&list)).unwrap();
+            let r = x.respond_now(&headers(&list)).unwrap();
             let (got, body) = immediate(&r).unwrap_or_else(|| panic!("{list:?}: {r:?}"));
             assert_eq!(got, status);
             assert!(body.contains(&format!("\"code\":\"{code}\"")), "{body}");
@@ -358,7 +431,7 @@ mod tests {
             request: Some(Phase::RequestHeaders(HttpHeaders::default())),
             ..Default::default()
         };
-        assert_eq!(immediate(&x.respond(&none).unwrap()).unwrap().0, 400);
+        assert_eq!(immediate(&x.respond_now(&none).unwrap()).unwrap().0, 400);
         // Values in `value` (older Envoys) are read like `raw_value`.
         let legacy = ProcessingRequest {
             request: Some(Phase::RequestHeaders(HttpHeaders {
@@ -381,7 +454,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            destination(&x.respond(&legacy).unwrap()).as_deref(),
+            destination(&x.respond_now(&legacy).unwrap()).as_deref(),
             Some("10.0.0.7:80")
         );
         // Duplicate pseudo-headers: the first one decides, as in the wasm filter, and the
@@ -391,7 +464,7 @@ mod tests {
             (":path", "/sandboxes/other/80/second"),
             ("x-api-key", "acme-key"),
         ]);
-        let r = x.respond(&dup).unwrap();
+        let r = x.respond_now(&dup).unwrap();
         assert_eq!(destination(&r).as_deref(), Some("10.0.0.7:80"));
         // A key that is not UTF-8 is no key.
         let bad = ProcessingRequest {
@@ -414,7 +487,7 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(immediate(&x.respond(&bad).unwrap()).unwrap().0, 401);
+        assert_eq!(immediate(&x.respond_now(&bad).unwrap()).unwrap().0, 401);
     }
 
     #[test]
@@ -445,7 +518,7 @@ mod tests {
         ];
         for (phase, expected) in cases {
             let r = x
-                .respond(&ProcessingRequest {
+                .respond_now(&ProcessingRequest {
                     request: Some(phase),
                     ..Default::default()
                 })
@@ -458,6 +531,6 @@ mod tests {
                 }
             );
         }
-        assert!(x.respond(&ProcessingRequest::default()).is_none());
+        assert!(x.respond_now(&ProcessingRequest::default()).is_none());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Capabilities, one module each: [`cache`] (pushed routes), [`pods`] (live Pod state from
 //! Kubernetes or a static inventory), [`activity`] (last-active per sandbox), [`keys`] (who is
-//! calling), [`decide`] (the one decision path). Entries are thin shells over `decide`:
+//! calling), [`clusters`] (peer clusters and their gateways), [`decide`] (the one decision path). Entries are thin shells over `decide`:
 //! [`callout`] (Resolve gRPC), [`control`] (ControlPlaneService), [`http`] (health, metrics,
 //! last-active). [`serve`] wires them together; [`config`] is the typed CLI.
 
@@ -10,6 +10,7 @@ pub mod accesslog;
 pub mod activity;
 pub mod cache;
 pub mod callout;
+pub mod clusters;
 pub mod config;
 pub mod control;
 pub mod ctl;

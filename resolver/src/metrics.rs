@@ -25,6 +25,12 @@ struct StreamLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigLabels {
+    source: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InformerLabels {
     resource: &'static str,
     event: &'static str,
@@ -39,6 +45,8 @@ pub struct Metrics {
     route_cache_entries: Gauge,
     pods: Gauge,
     sandboxes_tracked: Gauge,
+    cluster_config_updates: Family<ConfigLabels, Counter>,
+    peer_clusters: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,8 +87,22 @@ impl Default for Metrics {
             "Sandboxes with a recorded last activity",
             sandboxes_tracked.clone(),
         );
+        let cluster_config_updates = Family::<ConfigLabels, Counter>::default();
+        registry.register(
+            "cluster_config_updates",
+            "Peer-cluster configuration updates by source and result (rejected keeps the last good one)",
+            cluster_config_updates.clone(),
+        );
+        let peer_clusters = Gauge::default();
+        registry.register(
+            "peer_clusters",
+            "Peer clusters in the current configuration",
+            peer_clusters.clone(),
+        );
         Metrics {
             registry,
+            cluster_config_updates,
+            peer_clusters,
             resolves,
             resolve_seconds,
             informer_events,
@@ -110,6 +132,17 @@ impl Metrics {
         self.stream_reports
             .get_or_create(&StreamLabels { result })
             .inc();
+    }
+
+    pub fn cluster_config_update(&self, source: &'static str, ok: bool) {
+        let result = if ok { "applied" } else { "rejected" };
+        self.cluster_config_updates
+            .get_or_create(&ConfigLabels { source, result })
+            .inc();
+    }
+
+    pub fn set_peer_clusters(&self, n: usize) {
+        self.peer_clusters.set(n as i64);
     }
 
     pub fn set_pods(&self, n: usize) {

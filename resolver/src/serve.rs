@@ -1,5 +1,5 @@
 //! `sandgate-resolver serve`: builds the shared state from the configuration, starts the sources
-//! (Pod informer or inventory, key Secrets and files), the background tasks (route sweeper,
+//! (Pod informer or inventory, key Secrets and files, peer clusters), the background tasks (route sweeper,
 //! activity seeding and GC) and the three servers, and shuts them down on SIGTERM/SIGINT.
 //!
 //! Owns wiring and lifecycle only; every rule lives in the module that owns it.
@@ -15,12 +15,14 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
+use crate::clusters::dns::DnsCache;
+use crate::clusters::{ClusterStore, Source as ClusterSource};
 use crate::config::{PodSource, ServeArgs};
 use crate::decide::Gateway;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, inventory};
-use crate::{accesslog, callout, control, extproc, http, pods, reload};
+use crate::{accesslog, callout, clusters, control, extproc, http, pods, reload};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grammar = args
@@ -68,6 +70,42 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     }
 
+    // One Kubernetes client for everything watched there.
+    let kube = if args.pod_source == PodSource::Kube || args.clusters_configmap.is_some() {
+        Some(kube_client(args.kubeconfig.as_deref()).await?)
+    } else {
+        None
+    };
+
+    let clusters = Arc::new(ClusterStore::new(
+        args.cluster_id.clone(),
+        Arc::clone(&metrics),
+    ));
+    if let Some(path) = &args.clusters_file {
+        watch_file(&mut tasks, path, args.reload_interval, {
+            let clusters = Arc::clone(&clusters);
+            move |text| {
+                clusters
+                    .apply(ClusterSource::File, text)
+                    .map_err(anyhow::Error::msg)?;
+                Ok(())
+            }
+        })?;
+    }
+    if let (Some(name), Some(client)) = (&args.clusters_configmap, &kube) {
+        let namespace = args
+            .clusters_configmap_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| "default".into());
+        tasks.spawn(clusters::configmap::run(
+            client.clone(),
+            namespace,
+            name.clone(),
+            Arc::clone(&clusters),
+        ));
+    }
+
     // Readiness: the Pod store's first sync, and the key Secrets' first sync when watched.
     let (keys_synced_tx, keys_synced) = watch::channel(true);
     match args.pod_source {
@@ -86,7 +124,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })?;
         }
         PodSource::Kube => {
-            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            let client = kube
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("no Kubernetes client"))?;
             let scope = pods::kube::WatchScope {
                 namespace: args.namespace.clone(),
                 label_selector: args.pod_selector(),
@@ -127,6 +167,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pods: Arc::clone(&pods),
         activity: Arc::clone(&activity),
         metrics: Arc::clone(&metrics),
+        clusters: Arc::clone(&clusters),
+        dns: Arc::new(DnsCache::system(args.peer_dns_ttl, args.peer_dns_timeout)),
         config: args.decide_config(),
     });
     let ready: http::Readiness = {
@@ -166,7 +208,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
     let control = tonic::transport::Server::builder()
-        .add_service(control::server(routes, activity, keys))
+        .add_service(control::server(routes, activity, clusters, keys))
         .serve_with_incoming_shutdown(incoming(control_listener), stopped());
     servers.spawn(async move { Ok(control.await?) });
     let http_server =

@@ -42,6 +42,8 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 pub enum Outcome {
     Route(String),
     Deny(u32, String),
+    /// Sent on to another cluster's gateway at this `ip:port`.
+    Forward(String),
 }
 
 impl Outcome {
@@ -51,7 +53,7 @@ impl Outcome {
 
     pub fn status(&self) -> u32 {
         match self {
-            Outcome::Route(_) => 200,
+            Outcome::Route(_) | Outcome::Forward(_) => 200,
             Outcome::Deny(s, _) => *s,
         }
     }
@@ -204,6 +206,7 @@ impl Resolver {
                 api_key: api_key.into(),
                 sandbox_id: sandbox_id.into(),
                 port,
+                forwarded: false,
             })
             .await
             .expect("Resolve RPC failed")
@@ -211,6 +214,7 @@ impl Resolver {
         match reply.outcome.expect("reply without outcome") {
             resolve_reply::Outcome::Route(r) => Outcome::Route(r.destination),
             resolve_reply::Outcome::Deny(d) => Outcome::Deny(d.status, d.code),
+            resolve_reply::Outcome::Forward(f) => Outcome::Forward(f.destination),
         }
     }
 
