@@ -366,6 +366,7 @@ async fn through_envoy(
                     activity_interval: Duration::from_secs(30),
                     callout_timeout: Duration::from_secs(1),
                     fail_closed: true,
+                    peer_ca: None,
                 })
                 .await
             }

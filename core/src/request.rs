@@ -61,6 +61,9 @@ pub struct Target<'a> {
     pub path: &'a str,
     /// The request already crossed from another cluster's gateway ([`HOP_HEADER`]).
     pub forwarded: bool,
+    /// The client sent [`UPSTREAM_HEADER`] itself: Envoy matched its route on a header only
+    /// gateways may set, so once the header is removed the route must be matched again.
+    pub rematch: bool,
 }
 
 impl RequestGrammar {
@@ -113,6 +116,7 @@ impl RequestGrammar {
     {
         let api_key = self.api_key(&header);
         let forwarded = header(HOP_HEADER).is_some();
+        let rematch = header(UPSTREAM_HEADER).is_some();
         if let Some(id) = header(&self.id_header) {
             let sandbox_id = validate_sandbox_id(id).map_err(|d| in_field(d, &self.id_header))?;
             let port = match header(&self.port_header) {
@@ -131,6 +135,7 @@ impl RequestGrammar {
                 rewritten_path: None,
                 path,
                 forwarded,
+                rematch,
             });
         }
         let Some(found) = self.split_path(path) else {
@@ -163,6 +168,7 @@ impl RequestGrammar {
             rewritten_path: Some(rewritten),
             path,
             forwarded,
+            rematch,
         })
     }
 

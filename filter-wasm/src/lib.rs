@@ -80,6 +80,8 @@ struct Pending {
     token: u32,
     /// The path to set if it routes to a local sandbox.
     path: Option<String>,
+    /// The client sent the private upstream header: match the route again once it is gone.
+    rematch: bool,
     /// The client's headers as they came (moved, not copied): a forward re-reads them.
     headers: Vec<(String, String)>,
 }
@@ -108,6 +110,7 @@ impl Request {
         };
         let cfg = Rc::clone(&self.config);
         let message = wire::resolve_request(&target);
+        let rematch = target.rematch;
         let path = target.rewritten_path;
         match hostcalls::dispatch_grpc_call(
             &cfg.resolver_cluster,
@@ -121,6 +124,7 @@ impl Request {
                 self.callout = Some(Pending {
                     token,
                     path,
+                    rematch,
                     headers,
                 });
                 Action::Pause
@@ -131,7 +135,9 @@ impl Request {
 
     fn apply(&mut self, decision: Decision, pending: Pending) {
         let result = match decision {
-            Decision::Route { destination } => self.route(&destination, pending.path.as_deref()),
+            Decision::Route { destination } => {
+                self.route(&destination, pending.path.as_deref(), pending.rematch)
+            }
             Decision::Forward(forward) => self.forward(&forward, &pending.headers),
             Decision::Deny(deny) if deny.code == sandgate_core::DenyCode::ResolverUnavailable => {
                 if self.unavailable(&deny.message) == Action::Continue {
@@ -150,10 +156,13 @@ impl Request {
         }
     }
 
-    fn route(&self, destination: &str, path: Option<&str>) -> Result<(), String> {
+    fn route(&self, destination: &str, path: Option<&str>, rematch: bool) -> Result<(), String> {
         set_destination(destination)?;
         if let Some(path) = path {
             set_header(":path", path)?;
+        }
+        if rematch {
+            clear_route_cache()?;
         }
         hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
     }
@@ -170,8 +179,7 @@ impl Request {
         for (name, value) in self.config.request.forward_writes(&target, forward) {
             set_header(&name, &value)?;
         }
-        hostcalls::call_foreign_function("clear_route_cache", None)
-            .map_err(|e| format!("clearing the route cache: {e:?}"))?;
+        clear_route_cache()?;
         hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
     }
 
@@ -234,6 +242,14 @@ fn set_destination(destination: &str) -> Result<(), String> {
     )
     .map(drop)
     .map_err(|e| format!("setting the destination: {e:?}"))
+}
+
+/// Envoy's foreign function (since proxy-wasm header writes stopped clearing it implicitly):
+/// the router matches the route again on the headers as they are now.
+fn clear_route_cache() -> Result<(), String> {
+    hostcalls::call_foreign_function("clear_route_cache", None)
+        .map(drop)
+        .map_err(|e| format!("clearing the route cache: {e:?}"))
 }
 
 fn set_header(name: &str, value: &str) -> Result<(), String> {

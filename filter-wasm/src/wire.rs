@@ -119,6 +119,7 @@ mod tests {
             rewritten_path: None,
             path: "/",
             forwarded: true,
+            rematch: false,
         };
         let r = ResolveRequest::decode(resolve_request(&t).as_slice()).unwrap();
         assert_eq!(

@@ -9,8 +9,9 @@
 //! every routed request and a refusal is an immediate reply, so no request reaches the router
 //! with a value the resolver did not write.
 //!
-//! The route cache is cleared only for a forward to another cluster's gateway: the forward's
-//! private upstream header must be matched to pick the peer cluster. A local route keeps the
+//! The route cache is cleared only for a forward to another cluster's gateway (the forward's
+//! private upstream header must be matched to pick the peer cluster) and when a client sent
+//! that header itself (it is removed, and the route it matched must not stand). A local route keeps the
 //! route matched on the client's request: the sandbox route matches every path, and
 //! re-matching on the rewritten `:path` could only pick a route the client did not ask for.
 //!
@@ -99,7 +100,7 @@ impl ExtProc {
                 if let Some(p) = &target.rewritten_path {
                     writes.push((":path".to_string(), p.clone()));
                 }
-                (writes, false)
+                (writes, target.rematch)
             }
             Decision::Forward(forward) => {
                 let mut writes =

@@ -62,6 +62,8 @@ pub struct EnvoyOptions {
     pub callout_timeout: Duration,
     /// Replaces the filter's `fail_closed`.
     pub fail_closed: bool,
+    /// Replaces the CA file peer gateways' certificates are verified against.
+    pub peer_ca: Option<PathBuf>,
 }
 
 pub struct Envoy {
@@ -94,6 +96,12 @@ impl Envoy {
                 ),
             ),
         ];
+        if let Some(ca) = &opts.peer_ca {
+            replacements.push((
+                "filename: /etc/ssl/certs/ca-certificates.crt",
+                format!("filename: {}", ca.display()),
+            ));
+        }
         match opts.entry {
             Entry::Wasm => {
                 let wasm = artefact(

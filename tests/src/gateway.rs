@@ -2,6 +2,7 @@
 //! Kubernetes API emulator, and echo servers standing in for sandbox Pods.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::envoy::Entry;
@@ -36,13 +37,30 @@ impl Gateway {
 
     /// With the entry failing closed (503) or open as given.
     pub async fn start_with(entry: Entry, fail_closed: bool) -> Gateway {
-        let kube = KubeStack::start(&[]).await;
+        Self::launch(entry, fail_closed, &[], None).await
+    }
+
+    /// One cluster of several: the resolver knows itself as `cluster_id`, and Envoy verifies
+    /// peer gateways' certificates against `peer_ca`.
+    pub async fn start_cluster(entry: Entry, cluster_id: &str, peer_ca: &Path) -> Gateway {
+        let id = format!("--cluster-id={cluster_id}");
+        Self::launch(entry, true, &[id.as_str()], Some(peer_ca.to_path_buf())).await
+    }
+
+    async fn launch(
+        entry: Entry,
+        fail_closed: bool,
+        resolver_args: &[&str],
+        peer_ca: Option<PathBuf>,
+    ) -> Gateway {
+        let kube = KubeStack::start(resolver_args).await;
         let envoy = Envoy::start(&EnvoyOptions {
             entry,
             resolver: kube.resolver.grpc,
             activity_interval: TEST_ACTIVITY_INTERVAL,
             callout_timeout: TEST_CALLOUT_TIMEOUT,
             fail_closed,
+            peer_ca,
         })
         .await;
         Gateway {

@@ -10,3 +10,4 @@ pub mod gateway;
 pub mod http;
 pub mod process;
 pub mod stack;
+pub mod tls;

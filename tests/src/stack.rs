@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
-use sandgate_proto::ctrlplane::v1::{EvictRouteRequest, GetLastActiveRequest, PushRouteRequest};
+use sandgate_proto::ctrlplane::v1::{
+    EvictRouteRequest, GetLastActiveRequest, PushClusterConfigRequest, PushRouteRequest,
+};
 use tonic::transport::Channel;
 
 use crate::emulator::Emulator;
@@ -117,6 +119,19 @@ impl Control {
             pod_name: pod.into(),
         });
         self.client.push_route(r).await.map(|_| ())
+    }
+
+    /// Replaces the peer-cluster configuration; returns how many peers it holds.
+    pub async fn push_clusters(&mut self, config_yaml: &str) -> Result<u32, tonic::Status> {
+        let r = self.req(PushClusterConfigRequest {
+            config_yaml: config_yaml.into(),
+        });
+        Ok(self
+            .client
+            .push_cluster_config(r)
+            .await?
+            .into_inner()
+            .clusters)
     }
 
     pub async fn evict(&mut self, id: &str) -> Result<bool, tonic::Status> {

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use sandgate_core::{PRIVATE_HEADER_PREFIX, PeerUpstream};
+use sandgate_core::{HOP_HEADER, PeerUpstream, UPSTREAM_HEADER};
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
@@ -169,7 +169,8 @@ fn peer_gateway(cluster: &str, g: GatewayDoc) -> Result<Option<PeerGateway>, Str
 }
 
 /// Names a peer's headers may not use: they would re-target the request or impersonate what
-/// the gateways write themselves.
+/// the gateways write themselves. Other `x-sandgate-*` names are the right home for a
+/// credential only gateways care about: every gateway strips them before a sandbox.
 fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     let token = !name.is_empty()
         && name
@@ -181,7 +182,8 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     if matches!(
         name,
         "host" | "x-forwarded-proto" | "x-envoy-original-dst-host"
-    ) || name.starts_with(PRIVATE_HEADER_PREFIX)
+    ) || name == HOP_HEADER
+        || name == UPSTREAM_HEADER
     {
         return Err("is written by the gateway itself");
     }
