@@ -280,6 +280,8 @@ pub enum CtlOp {
     Evict { sandbox_id: String },
     /// Print every sandbox's last activity as JSON.
     LastActive,
+    /// Replace the peer-cluster configuration with this file (agentbox's config.yaml format).
+    Clusters { file: PathBuf },
 }
 
 /// Accepts `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds. Zero is refused: every

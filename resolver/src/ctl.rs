@@ -1,7 +1,9 @@
 //! `sandgate-resolver ctl`: a ControlPlaneService client for operators and scripts.
 
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
-use sandgate_proto::ctrlplane::v1::{EvictRouteRequest, GetLastActiveRequest, PushRouteRequest};
+use sandgate_proto::ctrlplane::v1::{
+    EvictRouteRequest, GetLastActiveRequest, PushClusterConfigRequest, PushRouteRequest,
+};
 use tonic::Request;
 
 use crate::config::{CtlArgs, CtlOp};
@@ -53,6 +55,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<String> {
             let sorted: std::collections::BTreeMap<_, _> =
                 r.into_inner().last_active.into_iter().collect();
             serde_json::to_string_pretty(&sorted)?
+        }
+        CtlOp::Clusters { file } => {
+            let config_yaml = crate::reload::read(&file)?;
+            let r = client
+                .push_cluster_config(authorized(PushClusterConfigRequest { config_yaml }, key)?)
+                .await?;
+            format!("{} peer cluster(s)", r.get_ref().clusters)
         }
     })
 }

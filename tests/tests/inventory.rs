@@ -158,6 +158,23 @@ async fn ctl_pushes_evicts_and_reads_last_active() {
     let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&json).unwrap();
     assert_eq!(map.keys().collect::<Vec<_>>(), ["demo-a"]);
 
+    let clusters = dir.path().join("clusters.yaml");
+    std::fs::write(
+        &clusters,
+        "clusters:\n- id: c2\n  gateway: {dataURL: 'http://127.0.0.9:8092'}\n",
+    )
+    .unwrap();
+    let clusters = clusters.display().to_string();
+    assert_eq!(
+        ctl(&["clusters", &clusters]),
+        (true, "1 peer cluster(s)".into())
+    );
+    assert_eq!(
+        r.resolve("admin-new", "c2.0f8fad5b-d9cb-469f-a165-70867728950e", 80)
+            .await,
+        Outcome::Forward("127.0.0.9:8092".into())
+    );
+
     let bad = std::process::Command::new(workspace_bin("sandgate-resolver"))
         .args([
             "ctl",

@@ -1,4 +1,4 @@
-//! Kubernetes API-server emulator for core/v1 Pods and Secrets.
+//! Kubernetes API-server emulator for core/v1 Pods, Secrets and ConfigMaps.
 //!
 //! This module owns a small in-process apiserver that speaks the real wire protocol (JSON over
 //! HTTP/1.1, chunked watch streams, `Status` errors) closely enough that the unmodified kube-rs
@@ -477,6 +477,20 @@ pub fn pod(ns: &str, name: &str, labels: &[(&str, &str)]) -> Value {
         "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": labels_map(labels)},
         "spec": {"containers": [{"name": "main", "image": "sandbox:latest"}]},
+    })
+}
+
+/// A ConfigMap manifest with string `data`.
+pub fn config_map(ns: &str, name: &str, data: &[(&str, &str)]) -> Value {
+    let data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": data,
     })
 }
 

@@ -18,17 +18,20 @@ pub enum Kind {
     Pod,
     /// core/v1 Secret (`secrets`).
     Secret,
+    /// core/v1 ConfigMap (`configmaps`).
+    ConfigMap,
 }
 
 impl Kind {
     /// Every served kind, in index order.
-    pub const ALL: [Kind; 2] = [Kind::Pod, Kind::Secret];
+    pub const ALL: [Kind; 3] = [Kind::Pod, Kind::Secret, Kind::ConfigMap];
 
     /// The `kind` field value, e.g. `Pod`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Pod => "Pod",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -37,6 +40,7 @@ impl Kind {
         match self {
             Kind::Pod => "pods",
             Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
         }
     }
 
@@ -45,6 +49,7 @@ impl Kind {
         match self {
             Kind::Pod => "PodList",
             Kind::Secret => "SecretList",
+            Kind::ConfigMap => "ConfigMapList",
         }
     }
 
