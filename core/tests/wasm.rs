@@ -5,7 +5,8 @@
 #![cfg(target_arch = "wasm32")]
 
 use sandgate_core::{
-    Deny, DenyCode, GrpcCode, MAX_SANDBOX_ID_LEN, check_port, parse_port, validate_sandbox_id,
+    Deny, DenyCode, GrpcCode, MAX_SANDBOX_ID_LEN, check_port, parse_port, split_cluster,
+    validate_sandbox_id,
 };
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -130,7 +131,7 @@ fn port_text() {
 #[wasm_bindgen_test]
 fn status_table() {
     use DenyCode::*;
-    assert_eq!(DenyCode::ALL.len(), 15);
+    assert_eq!(DenyCode::ALL.len(), 18);
     let distinct: std::collections::HashSet<DenyCode> = DenyCode::ALL.into_iter().collect();
     assert_eq!(distinct.len(), DenyCode::ALL.len());
     for c in DenyCode::ALL {
@@ -193,4 +194,19 @@ fn deny_wire_forms() {
         r#"{"code":"forbidden","message":""}"#.len() + 70_000
     );
     assert!(body.ends_with(&format!("{long}\"}}")));
+}
+
+#[wasm_bindgen_test]
+fn cluster_ids_split_at_the_uuid() {
+    let uuid = "0F8FAD5B-D9CB-469F-A165-70867728950E";
+    // Longest legal id: a 91-byte cluster id, the dot and the UUID (lengths near 2^7).
+    let cluster = "c".repeat(MAX_SANDBOX_ID_LEN - 37);
+    let id = format!("{cluster}.{uuid}");
+    assert_eq!(validate_sandbox_id(&id), Ok(id.as_str()));
+    let r = split_cluster(&id);
+    assert_eq!((r.cluster, r.id), (Some(cluster.as_str()), uuid));
+    // Exactly 37 bytes (".uuid"): no cluster.
+    let bare = format!(".{uuid}");
+    assert_eq!(split_cluster(&bare).cluster, None);
+    assert_eq!(split_cluster(uuid).cluster, None);
 }
