@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,17 +18,45 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
+/// Which sandbox an echo server serves; shared so a test can re-assign a running server the
+/// way a pre-warmed Pod is handed to another sandbox (open connections included). Empty: the
+/// Pod serves no sandbox, and says so in every answer.
+#[derive(Clone, Default)]
+pub struct Identity(Arc<RwLock<String>>);
+
+impl Identity {
+    pub fn new(sandbox: &str) -> Identity {
+        Identity(Arc::new(RwLock::new(sandbox.to_string())))
+    }
+
+    pub fn set(&self, sandbox: &str) {
+        *self.0.write() = sandbox.to_string();
+    }
+
+    pub fn get(&self) -> String {
+        self.0.read().clone()
+    }
+}
+
 #[derive(Clone)]
 struct Echo {
-    sandbox: String,
+    sandbox: Identity,
 }
 
 /// Serves the echo app for `sandbox` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, sandbox: String) -> std::io::Result<()> {
-    let app = Router::new().fallback(handle).with_state(Echo { sandbox });
+    serve_as(listener, Identity::new(&sandbox)).await
+}
+
+/// Serves the echo app as whatever `identity` says at the time of each request.
+pub async fn serve_as(listener: TcpListener, identity: Identity) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(Echo { sandbox: identity });
     axum::serve(listener, app).await
 }
 
@@ -53,7 +82,7 @@ async fn handle(State(echo): State<Echo>, req: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    let report = describe(&echo.sandbox, &method, &path, req.headers());
+    let report = describe(&echo.sandbox.get(), &method, &path, req.headers());
     let (mut parts, _body) = req.into_parts();
     if parts.headers.contains_key(header::UPGRADE) {
         return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
