@@ -102,7 +102,33 @@ impl RequestGrammar {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str())
         };
+        self.refuse_disagreeing_copies(headers)?;
         self.parse(header, header(":path").unwrap_or("/"))
+    }
+
+    /// Two copies of a header that names the sandbox, the port or the key, with different
+    /// values, are refused: which one "wins" would be a guess another hop might make the other
+    /// way. Identical copies are harmless.
+    fn refuse_disagreeing_copies(&self, headers: &[(String, String)]) -> Result<(), Deny> {
+        let decisive = |name: &str| {
+            name == self.id_header
+                || name == self.port_header
+                || name == "authorization"
+                || self.key_headers.iter().any(|k| k == name)
+        };
+        for (i, (name, value)) in headers.iter().enumerate() {
+            if decisive(name)
+                && headers[i + 1..]
+                    .iter()
+                    .any(|(n, v)| n == name && v != value)
+            {
+                return Err(Deny::new(
+                    DenyCode::AmbiguousRequest,
+                    format!("{name} is given more than once with different values"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the key, sandbox id and port. `header` returns a request header's value by its
@@ -383,6 +409,46 @@ mod tests {
         for name in [HOP_HEADER, UPSTREAM_HEADER, "X-Sandgate-Anything"] {
             assert!(g.is_gateway_header(name, "v", None), "{name}");
         }
+    }
+
+    #[test]
+    fn disagreeing_copies_of_decisive_headers_are_refused() {
+        let g = RequestGrammar::default();
+        let list = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        for (name, a, b) in [
+            ("x-sandbox-id", "sb-a", "sb-b"),
+            ("x-sandbox-port", "80", "81"),
+            ("x-api-key", "k1", "k2"),
+            ("agentbox-api-key", "k1", "k2"),
+            ("authorization", "Bearer k1", "Bearer k2"),
+        ] {
+            let h = list(&[
+                (":path", "/"),
+                ("x-sandbox-id", "sb"),
+                ("x-sandbox-port", "80"),
+                (name, a),
+                ("accept", "*/*"),
+                (name, b),
+            ]);
+            let err = g.parse_headers(&h).unwrap_err();
+            assert_eq!(err.code, DenyCode::AmbiguousRequest, "{name}");
+            assert!(err.message.contains(name), "{}", err.message);
+        }
+        // Identical copies, and copies of headers that decide nothing, are fine.
+        let h = list(&[
+            (":path", "/"),
+            ("x-sandbox-id", "sb"),
+            ("x-sandbox-id", "sb"),
+            ("x-sandbox-port", "80"),
+            ("accept", "a"),
+            ("accept", "b"),
+        ]);
+        assert_eq!(g.parse_headers(&h).unwrap().sandbox_id, "sb");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum DenyCode {
     InvalidSandboxId,
     MissingPort,
     InvalidPort,
+    /// A header that names the sandbox, the port or the key comes twice with different values.
+    AmbiguousRequest,
     MissingApiKey,
     InvalidApiKey,
     ExpiredApiKey,
@@ -46,11 +48,12 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 18] = [
+    pub const ALL: [DenyCode; 19] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
         DenyCode::InvalidPort,
+        DenyCode::AmbiguousRequest,
         DenyCode::MissingApiKey,
         DenyCode::InvalidApiKey,
         DenyCode::ExpiredApiKey,
@@ -75,6 +78,7 @@ impl DenyCode {
             InvalidSandboxId => (400, "invalid_sandbox_id", GrpcCode::InvalidArgument),
             MissingPort => (400, "missing_port", GrpcCode::InvalidArgument),
             InvalidPort => (400, "invalid_port", GrpcCode::InvalidArgument),
+            AmbiguousRequest => (400, "ambiguous_request", GrpcCode::InvalidArgument),
             MissingApiKey => (401, "missing_api_key", GrpcCode::Unauthenticated),
             InvalidApiKey => (401, "invalid_api_key", GrpcCode::Unauthenticated),
             ExpiredApiKey => (401, "expired_api_key", GrpcCode::Unauthenticated),
@@ -140,7 +144,13 @@ mod tests {
         let expect = [
             (
                 400,
-                &[MissingSandboxId, InvalidSandboxId, MissingPort, InvalidPort][..],
+                &[
+                    MissingSandboxId,
+                    InvalidSandboxId,
+                    MissingPort,
+                    InvalidPort,
+                    AmbiguousRequest,
+                ][..],
             ),
             (401, &[MissingApiKey, InvalidApiKey, ExpiredApiKey][..]),
             (403, &[Forbidden][..]),

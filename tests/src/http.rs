@@ -85,6 +85,102 @@ pub async fn send(
         .map_err(|_| std::io::Error::other("HTTP request timed out"))?
 }
 
+/// One request over HTTP/2 with prior knowledge (h2c), collected (10 s limit).
+pub async fn send_h2(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder().uri(format!("http://{addr}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Empty::<Bytes>::new())
+            .map_err(std::io::Error::other)?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
+        Ok(Response {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| std::io::Error::other("HTTP/2 request timed out"))?
+}
+
+/// Writes `request` byte for byte — what a well-behaved client library would not send (HTTP/1.0,
+/// absolute-form targets, repeated headers) — and reads the answer until the server closes.
+/// Only the status and a `content-length` body are read back.
+pub async fn raw(addr: SocketAddr, request: &str) -> std::io::Result<Response> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(done) = complete(&buf) {
+                buf.truncate(done);
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+        Ok(Response {
+            status,
+            headers: HeaderMap::new(),
+            body: body.to_string(),
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), work)
+        .await
+        .map_err(|_| std::io::Error::other("raw request timed out"))?
+}
+
+/// The length of a complete response in `buf` (head plus `content-length` body), if it is.
+fn complete(buf: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(buf).ok()?;
+    let head_end = text.find("\r\n\r\n")? + 4;
+    let length: usize = text[..head_end].lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })?;
+    (buf.len() >= head_end + length).then_some(head_end + length)
+}
+
 /// GET with an optional bearer token; (status, body).
 pub async fn get(
     addr: SocketAddr,
