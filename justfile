@@ -4,7 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default: test
 
 # The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
-# Every test: formatting, lints, unit tests, integration tests with the real binaries, bench smoke.
+# Every test: formatting, lints, unit tests, integration tests with the real binaries, bench
+# smoke, a short fuzz run.
 test: lint build wasm envoy wasm-test
     #!/usr/bin/env bash
     set -euo pipefail
@@ -16,6 +17,13 @@ test: lint build wasm envoy wasm-test
         cargo test --workspace --no-fail-fast
     fi
     just bench smoke
+    # A short run of every fuzz target (debug build), so they cannot rot and catch the obvious.
+    scripts/fuzz 5 dev
+
+# Every fuzz target (fuzz/: request grammar, the filter's Resolve reply, the resolver's Resolve
+# and ext_proc handling) for SECS seconds each, optimised build. Installs cargo-fuzz if missing.
+fuzz SECS="60":
+    scripts/fuzz {{SECS}} release
 
 # MODE full: minutes, release builds, target/bench/report.{json,md} (README, "Performance");
 # smoke: seconds, debug builds, target/bench-smoke/. Installs wrk (Debian) when missing.

@@ -34,16 +34,23 @@ const UUID_LEN: usize = 36;
 /// bare UUID, an id without such a suffix, an empty cluster part — is local and kept whole.
 pub fn split_cluster(id: &str) -> SandboxRef<'_> {
     let local = SandboxRef { cluster: None, id };
-    if id.len() < UUID_LEN + 2 || !id.is_char_boundary(id.len() - UUID_LEN - 1) {
+    // The byte before the UUID must be the ASCII dot; only then are both split points char
+    // boundaries, whatever text comes before (ids are validated as ASCII, but not everywhere
+    // this is called).
+    let Some(dot) = id.len().checked_sub(UUID_LEN + 1) else {
+        return local;
+    };
+    if dot == 0 || id.as_bytes().get(dot) != Some(&b'.') {
         return local;
     }
-    let (prefix, uuid) = id.split_at(id.len() - UUID_LEN);
-    match prefix.strip_suffix('.') {
-        Some(cluster) if !cluster.is_empty() && is_uuid(uuid) => SandboxRef {
+    let (cluster, uuid) = (&id[..dot], &id[dot + 1..]);
+    if is_uuid(uuid) {
+        SandboxRef {
             cluster: Some(cluster),
             id: uuid,
-        },
-        _ => local,
+        }
+    } else {
+        local
     }
 }
 
@@ -162,9 +169,14 @@ mod tests {
         // 36 characters that are no UUID, after a prefix.
         let id = format!("c.{}", "x".repeat(36));
         assert_eq!(split(&id), (None, id.as_str()));
-        // Multi-byte text right before the UUID must not split inside a character.
+        // Multi-byte text right before the UUID must not split inside a character (the
+        // second was found by the request_grammar fuzz target: a split point inside 'é').
         let id = format!("é{U}");
         assert_eq!(split(&id), (None, id.as_str()));
+        let id = format!("abé{}", &U[1..]);
+        assert_eq!(split(&id), (None, id.as_str()));
+        let id = format!("é.{U}");
+        assert_eq!(split(&id), (Some("é"), U));
     }
 
     #[test]
