@@ -6,7 +6,7 @@ default: test
 # The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
 # Every test: formatting, lints, unit tests, integration tests with the real binaries, bench
 # smoke, a short fuzz run.
-test: lint build wasm envoy wasm-test
+test: lint build wasm envoy wasm-test deploy-check
     #!/usr/bin/env bash
     set -euo pipefail
     # nextest gives each test its own process and a per-test timeout; cargo test is the fallback.
@@ -48,6 +48,11 @@ bench MODE="full": wasm envoy
         echo "usage: just bench [full|smoke]" >&2
         exit 2 ;;
     esac
+
+# deploy/ offline: manifests against the Kubernetes schemas (kubernetes-validate, in a venv),
+# and the Pod's Envoy configuration against envoy.yaml and `envoy --mode validate`.
+deploy-check: wasm envoy
+    scripts/deploy-check
 
 # rustfmt and clippy, warnings denied.
 lint:

@@ -1,0 +1,101 @@
+"""The checks behind scripts/deploy-check (run inside its venv)."""
+
+import argparse
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BASE = ROOT / "deploy" / "base"
+KUBERNETES = "1.33.0"
+
+# envoy.yaml as shipped (demo addresses) → the same gateway inside a Pod. Each must match
+# exactly once, so a change to envoy.yaml cannot silently skip one.
+POD_RENDERING = [
+    ("socket_address: { address: 127.0.0.1, port_value: 8092 }",
+     "socket_address: { address: 0.0.0.0, port_value: 8092 }"),
+    ("filename: target/wasm/sandgate_filter.wasm",
+     "filename: /etc/sandgate/wasm/sandgate_filter.wasm"),
+]
+
+
+def render_envoy_configmap() -> str:
+    config = (ROOT / "envoy.yaml").read_text()
+    for old, new in POD_RENDERING:
+        if config.count(old) != 1:
+            sys.exit(f"envoy.yaml must contain {old!r} exactly once")
+        config = config.replace(old, new)
+    body = "".join("    " + line if line else "" for line in config.splitlines(keepends=True))
+    return (
+        "# Generated from envoy.yaml by `scripts/deploy-check --write`: the gateway's Envoy\n"
+        "# configuration inside a Pod (listener on 0.0.0.0, the filter from the init container).\n"
+        "# Do not edit; `just test` fails when this drifts from envoy.yaml.\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sandgate-envoy\n"
+        "  namespace: sandgate-system\ndata:\n  envoy.yaml: |\n" + body
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--envoy", required=True)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    failures = []
+
+    configmap = BASE / "configmap-envoy.yaml"
+    rendered = render_envoy_configmap()
+    if args.write:
+        configmap.write_text(rendered)
+    elif configmap.read_text() != rendered:
+        failures.append(f"{configmap.relative_to(ROOT)} is stale: run scripts/deploy-check --write")
+
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    listed = kustomization.get("resources", [])
+    on_disk = sorted(p.name for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
+    if sorted(listed) != on_disk:
+        failures.append(f"kustomization.yaml lists {sorted(listed)}, the folder holds {on_disk}")
+
+    kinds = set()
+    for name in listed:
+        for doc in yaml.safe_load_all((BASE / name).read_text()):
+            if doc is None:
+                continue
+            what = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            kinds.add(doc.get("kind"))
+            try:
+                kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                failures.append(f"{what}: {e.message} at {list(e.path)}")
+            except Exception as e:  # an unknown kind or version is a failure too
+                failures.append(f"{what}: {e}")
+    wanted = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+              "RoleBinding", "Secret", "ConfigMap", "Deployment", "Service",
+              "PodDisruptionBudget"}
+    if not wanted <= kinds:
+        failures.append(f"missing kinds: {sorted(wanted - kinds)}")
+
+    # The rendered configuration must be one Envoy accepts (the filter from this checkout).
+    config = yaml.safe_load(rendered)["data"]["envoy.yaml"]
+    wasm = ROOT / "target" / "wasm" / "sandgate_filter.wasm"
+    config = config.replace("/etc/sandgate/wasm/sandgate_filter.wasm", str(wasm))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(config)
+        f.flush()
+        r = subprocess.run([args.envoy, "--mode", "validate", "-c", f.name],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append("envoy --mode validate refused the Pod configuration:\n"
+                            + (r.stdout + r.stderr)[-2000:])
+
+    if failures:
+        sys.exit("deploy-check failed:\n  " + "\n  ".join(failures))
+    print(f"deploy-check: {len(listed)} manifests valid for Kubernetes {KUBERNETES}; "
+          "the Pod's Envoy configuration matches envoy.yaml and validates")
+
+
+if __name__ == "__main__":
+    main()
