@@ -52,6 +52,17 @@ impl ActivityTracker {
             .collect()
     }
 
+    /// Every sandbox with its last activity, at full precision.
+    pub fn entries(&self) -> Vec<(String, Timestamp)> {
+        self.last
+            .iter()
+            .filter_map(|e| {
+                let ts = Timestamp::from_millisecond(e.value().load(Ordering::Relaxed)).ok()?;
+                Some((e.key().to_string(), ts))
+            })
+            .collect()
+    }
+
     /// Drops every sandbox for which `keep` is false; returns how many.
     pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) -> usize {
         let before = self.last.len();

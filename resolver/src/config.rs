@@ -182,6 +182,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_EXTPROC_DEFAULT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub extproc_default_port: Option<u16>,
 
+    /// Write each sandbox's last activity onto its Pod (kube source), so replicas share it and
+    /// a restart keeps it. Needs `patch` on Pods.
+    #[arg(long, env = "SANDGATE_WRITE_LAST_ACTIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub write_last_active: bool,
+    /// How often the last-active annotation is written (and other replicas' writes read).
+    #[arg(long, env = "SANDGATE_LAST_ACTIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub last_active_interval: Duration,
+    /// At most this many annotation writes per interval (the rest wait for the next).
+    #[arg(long, env = "SANDGATE_LAST_ACTIVE_MAX_WRITES", default_value_t = 500)]
+    pub last_active_max_writes: usize,
+
     /// This cluster's id for cross-cluster routing: `{id}.{uuid}` is local (the prefix is
     /// stripped); any other `{cluster}.{uuid}` goes to that cluster's gateway. Empty: every
     /// prefixed id belongs to a peer.

@@ -47,6 +47,7 @@ pub struct Metrics {
     sandboxes_tracked: Gauge,
     cluster_config_updates: Family<ConfigLabels, Counter>,
     peer_clusters: Gauge,
+    annotation_writes: Family<StreamLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,8 +100,15 @@ impl Default for Metrics {
             "Peer clusters in the current configuration",
             peer_clusters.clone(),
         );
+        let annotation_writes = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "last_active_writes",
+            "last-active annotation writes onto Pods, by result (written, conflict, failed, deferred)",
+            annotation_writes.clone(),
+        );
         Metrics {
             registry,
+            annotation_writes,
             cluster_config_updates,
             peer_clusters,
             resolves,
@@ -138,6 +146,12 @@ impl Metrics {
         let result = if ok { "applied" } else { "rejected" };
         self.cluster_config_updates
             .get_or_create(&ConfigLabels { source, result })
+            .inc();
+    }
+
+    pub fn annotation_write(&self, result: &'static str) {
+        self.annotation_writes
+            .get_or_create(&StreamLabels { result })
             .inc();
     }
 

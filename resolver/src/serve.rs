@@ -131,6 +131,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 namespace: args.namespace.clone(),
                 label_selector: args.pod_selector(),
             };
+            if args.write_last_active {
+                tasks.spawn(
+                    pods::annotate::Annotator {
+                        client: client.clone(),
+                        pods: Arc::clone(&pods),
+                        activity: Arc::clone(&activity),
+                        metrics: Arc::clone(&metrics),
+                        annotation: pod_keys.last_active_annotation.clone(),
+                        every: args.last_active_interval,
+                        max_per_tick: args.last_active_max_writes,
+                    }
+                    .run(),
+                );
+            }
             tasks.spawn(pods::kube::run(
                 client.clone(),
                 scope,

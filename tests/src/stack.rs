@@ -44,21 +44,18 @@ impl KubeStack {
             None,
         ));
         let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = emu.write_kubeconfig(dir.path());
-        let mut args = vec![
-            "--pod-source=kube".to_string(),
-            format!("--kubeconfig={}", kubeconfig.display()),
-            format!("--admin-key={ADMIN_KEY}"),
-        ];
-        args.extend(extra_args.iter().map(|s| s.to_string()));
-        let resolver = Resolver::start(args).await;
-        resolver.wait_ready().await;
+        let resolver = resolver_on(&emu, dir.path(), extra_args).await;
         KubeStack {
             emu,
             resolver,
             barriers: Default::default(),
             _dir: dir,
         }
+    }
+
+    /// Another resolver on the same emulator (a second gateway replica), ready.
+    pub async fn start_replica(&self, extra_args: &[&str]) -> Resolver {
+        resolver_on(&self.emu, self._dir.path(), extra_args).await
     }
 
     /// Waits until the resolver has applied every Pod event the emulator has sent so far: a
@@ -92,6 +89,20 @@ impl KubeStack {
             key: Some(ADMIN_KEY.into()),
         }
     }
+}
+
+/// A ready resolver watching `emu`, its kubeconfig written into `dir`.
+async fn resolver_on(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str]) -> Resolver {
+    let kubeconfig = emu.write_kubeconfig(dir);
+    let mut args = vec![
+        "--pod-source=kube".to_string(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--admin-key={ADMIN_KEY}"),
+    ];
+    args.extend(extra_args.iter().map(|s| s.to_string()));
+    let resolver = Resolver::start(args).await;
+    resolver.wait_ready().await;
+    resolver
 }
 
 /// A ControlPlaneService client that sends `key` (or nothing) as its bearer token.

@@ -5,6 +5,7 @@
 //! feed it through the same projection, so the decision code cannot tell them apart. It may not
 //! decide anything: whether a Pod is routable for a request is the decision module's rule.
 
+pub mod annotate;
 pub mod inventory;
 pub mod kube;
 
