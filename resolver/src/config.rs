@@ -218,6 +218,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_PEER_DNS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub peer_dns_timeout: Duration,
 
+    /// /readyz turns 503 once the Pod watch has been lost this long (it serves from the last
+    /// state meanwhile): a short API-server outage must not take every replica out at once.
+    #[arg(long, env = "SANDGATE_SYNC_LOSS_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub sync_loss_grace: Duration,
+
     /// How often local files (inventory, key files) are checked for changes.
     #[arg(long, env = "SANDGATE_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub reload_interval: Duration,

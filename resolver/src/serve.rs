@@ -106,7 +106,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
-    // Readiness: the Pod store's first sync, and the key Secrets' first sync when watched.
+    // Readiness: the Pod store's first sync (and no loss of it longer than the grace), and the
+    // key Secrets' first sync when watched.
     let (keys_synced_tx, keys_synced) = watch::channel(true);
     match args.pod_source {
         PodSource::Inventory => {
@@ -187,7 +188,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let ready: http::Readiness = {
         let pods = Arc::clone(&pods);
-        Arc::new(move || pods.is_synced() && *keys_synced.borrow())
+        let grace = args.sync_loss_grace;
+        Arc::new(move || pods.ready(grace) && *keys_synced.borrow())
     };
     let http_state = http::HttpState {
         keys: Arc::clone(&keys),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sandgate_tests::emulator::Kind;
 use sandgate_tests::fixtures::pod;
-use sandgate_tests::process::Outcome;
+use sandgate_tests::process::{Outcome, eventually};
 use sandgate_tests::stack::{ADMIN_KEY, KubeStack, PROPAGATION};
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn gone_410_forces_a_relist_that_converges() {
 
 #[tokio::test]
 async fn an_unreachable_api_server_keeps_the_last_state_then_converges() {
-    let s = KubeStack::start(&[]).await;
+    let s = KubeStack::start(&["--sync-loss-grace=1s"]).await;
     s.emu.apply(
         pod("acme", "p")
             .sandbox("sb")
@@ -124,11 +124,18 @@ async fn an_unreachable_api_server_keeps_the_last_state_then_converges() {
         before
     );
 
-    s.emu.set_down(true);
+    s.emu.set_unreachable(true);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Still serving from what it knew.
+    // Still serving from what it knew, alive, but no longer ready once the grace has passed:
+    // this replica's view may be stale.
     assert_eq!(s.resolver.resolve(ADMIN_KEY, "sb", 80).await, before);
     assert_eq!(s.resolver.http_get("/healthz", None).await.0, 200);
+    let resolver = &s.resolver;
+    let status = || async move { resolver.http_get("/readyz", None).await.0 };
+    assert!(
+        eventually(Duration::from_secs(5), || async { status().await == 503 }).await,
+        "readiness did not reflect the lost sync"
+    );
 
     s.emu.apply(
         pod("acme", "p")
@@ -137,7 +144,7 @@ async fn an_unreachable_api_server_keeps_the_last_state_then_converges() {
             .ip("10.12.0.2")
             .json(),
     );
-    s.emu.set_down(false);
+    s.emu.set_unreachable(false);
     let after = Outcome::Route("10.12.0.2:80".into());
     // kube-rs backs off exponentially while the server is down; allow for one long step.
     let got = s
@@ -145,4 +152,8 @@ async fn an_unreachable_api_server_keeps_the_last_state_then_converges() {
         .resolve_until(ADMIN_KEY, "sb", 80, &after, Duration::from_secs(20))
         .await;
     assert_eq!(got, after);
+    assert!(
+        eventually(Duration::from_secs(20), || async { status().await == 200 }).await,
+        "readiness did not come back"
+    );
 }

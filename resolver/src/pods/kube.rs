@@ -6,9 +6,11 @@
 //! the status is ever held in memory, not even transiently.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -96,10 +98,31 @@ pub async fn run(
     if !scope.label_selector.is_empty() {
         config = config.labels(&scope.label_selector);
     }
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
+    let probe_params = ListParams::default().labels(&scope.label_selector).limit(1);
+    let mut events = watcher::watcher(api.clone(), config)
+        .default_backoff()
+        .boxed();
+    // While the stream is lost, a cheap list tells when the API server answers again: the
+    // watcher may resume without a single event in a quiet cluster, and readiness must not
+    // wait for one.
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A re-list is buffered and swapped in whole at InitDone, so readers never see a half list.
     let mut relist: Vec<PodView> = Vec::new();
-    while let Some(event) = events.next().await {
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = probe.tick(), if store.lost() => {
+                if api.list_metadata(&probe_params).await.is_ok() {
+                    tracing::info!("API server answers again; pod sync regained");
+                    store.mark_synced();
+                }
+                continue;
+            }
+        };
         match event {
             Ok(Event::Init) => {
                 relist.clear();
@@ -118,6 +141,7 @@ pub async fn run(
                 let outcome = store.apply(pod.view(&keys));
                 metrics.informer_event("pods", outcome_label("apply", outcome));
                 metrics.set_pods(store.len());
+                regained(&store);
             }
             Ok(Event::Delete(pod)) => {
                 let m = &pod.metadata;
@@ -128,12 +152,28 @@ pub async fn run(
                 );
                 metrics.informer_event("pods", outcome_label("delete", outcome));
                 metrics.set_pods(store.len());
+                regained(&store);
             }
             Err(error) => {
                 metrics.informer_event("pods", "error");
-                tracing::warn!(%error, "pod watch failed; retrying");
+                if store.is_synced() {
+                    tracing::warn!(%error, "pod sync lost; serving from the last state");
+                }
+                store.mark_unsynced();
+                tracing::debug!(%error, "pod watch failed; retrying");
             }
         }
+    }
+}
+
+/// How often a lost stream probes the API server.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Events flow again after a loss: the stream is back.
+fn regained(store: &PodStore) {
+    if store.lost() {
+        tracing::info!("pod sync regained");
+        store.mark_synced();
     }
 }
 

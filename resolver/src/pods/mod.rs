@@ -232,6 +232,9 @@ pub struct PodStore {
     maps: RwLock<Maps>,
     synced: AtomicBool,
     synced_tx: watch::Sender<bool>,
+    /// When the source last lost its stream after having synced; `None` while in sync (or
+    /// before the first sync).
+    lost_at: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for PodStore {
@@ -240,6 +243,7 @@ impl Default for PodStore {
             maps: RwLock::new(Maps::default()),
             synced: AtomicBool::new(false),
             synced_tx: watch::channel(false).0,
+            lost_at: parking_lot::Mutex::new(None),
         }
     }
 }
@@ -328,15 +332,35 @@ impl PodStore {
         self.synced.load(Ordering::Acquire)
     }
 
-    fn mark_synced(&self) {
+    /// In sync (again): a full list was applied, or the source's stream flows after a loss.
+    pub fn mark_synced(&self) {
         self.synced.store(true, Ordering::Release);
         self.synced_tx.send_replace(true);
+        *self.lost_at.lock() = None;
     }
 
     /// Marks the store out of sync (the source lost its stream); it stays readable.
     pub fn mark_unsynced(&self) {
-        self.synced.store(false, Ordering::Release);
+        let mut lost = self.lost_at.lock();
+        if self.synced.swap(false, Ordering::AcqRel) {
+            *lost = Some(std::time::Instant::now());
+        }
         self.synced_tx.send_replace(false);
+    }
+
+    /// Synced once, out of sync now.
+    pub fn lost(&self) -> bool {
+        self.lost_at.lock().is_some()
+    }
+
+    /// Whether the store has synced once and has not been out of sync for `grace` or longer.
+    /// Serving from the last state through a short API outage beats taking every replica out
+    /// of its Service at once; a long one (or a partition of this replica) shows.
+    pub fn ready(&self, grace: std::time::Duration) -> bool {
+        if self.is_synced() {
+            return true;
+        }
+        self.lost_at.lock().is_some_and(|at| at.elapsed() < grace)
     }
 
     /// Resolves once the store has completed a full sync.
@@ -474,6 +498,7 @@ mod tests {
         let s = PodStore::default();
         s.apply(view("u1", "gone", Some("a"), 1));
         assert!(!s.is_synced());
+        assert!(!s.ready(std::time::Duration::from_secs(60)), "never synced");
         s.replace_all([
             view("u2", "p2", Some("b"), 3),
             view("u3", "p3", Some("b"), 4),
@@ -482,6 +507,11 @@ mod tests {
         assert!(s.get("ns", "gone").is_none());
         assert_eq!(s.by_sandbox("b").len(), 2);
         s.mark_unsynced();
+        assert!(
+            s.ready(std::time::Duration::from_secs(60)),
+            "within the grace"
+        );
+        assert!(!s.ready(std::time::Duration::ZERO), "past the grace");
         assert!(!s.is_synced());
         assert_eq!(s.len(), 2, "unsynced stays readable");
     }
