@@ -14,6 +14,7 @@ use crate::stack::{ADMIN_KEY, KubeStack, PROPAGATION};
 pub struct Gateway {
     pub kube: KubeStack,
     pub envoy: Envoy,
+    envoy_options: EnvoyOptions,
     upstreams: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -40,6 +41,11 @@ impl Gateway {
         Self::launch(entry, fail_closed, &[], None).await
     }
 
+    /// With extra resolver flags.
+    pub async fn start_args(entry: Entry, resolver_args: &[&str]) -> Gateway {
+        Self::launch(entry, true, resolver_args, None).await
+    }
+
     /// One cluster of several: the resolver knows itself as `cluster_id`, and Envoy verifies
     /// peer gateways' certificates against `peer_ca`.
     pub async fn start_cluster(entry: Entry, cluster_id: &str, peer_ca: &Path) -> Gateway {
@@ -54,20 +60,27 @@ impl Gateway {
         peer_ca: Option<PathBuf>,
     ) -> Gateway {
         let kube = KubeStack::start(resolver_args).await;
-        let envoy = Envoy::start(&EnvoyOptions {
+        let envoy_options = EnvoyOptions {
             entry,
             resolver: kube.resolver.grpc,
             activity_interval: TEST_ACTIVITY_INTERVAL,
             callout_timeout: TEST_CALLOUT_TIMEOUT,
             fail_closed,
             peer_ca,
-        })
-        .await;
+        };
+        let envoy = Envoy::start(&envoy_options).await;
         Gateway {
             kube,
             envoy,
+            envoy_options,
             upstreams: Vec::new(),
         }
+    }
+
+    /// Replaces Envoy with a new process on the same configuration (new ports), as a rollout
+    /// or a crash would; the resolver and the sandboxes stay.
+    pub async fn replace_envoy(&mut self) {
+        self.envoy = Envoy::start(&self.envoy_options).await;
     }
 
     /// Starts an echo server for `sandbox` on `ip` (a loopback address, as its Pod IP), and
