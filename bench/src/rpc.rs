@@ -63,6 +63,7 @@ async fn call(channel: &Channel, args: &LoadArgs, n: u64) -> anyhow::Result<()> 
                     sandbox_id: args.sandbox.clone(),
                     port: args.port,
                     forwarded: false,
+                    client_address: String::new(),
                 })
                 .await?
                 .into_inner();

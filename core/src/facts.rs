@@ -51,6 +51,15 @@ pub fn parse_port(raw: &str) -> Result<u16, Deny> {
     }
 }
 
+/// The client's IP from Envoy's `source.address` (`ip:port`, `[v6]:port`, or a bare IP).
+pub fn client_ip(address: &str) -> Option<core::net::IpAddr> {
+    address
+        .parse::<core::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| address.parse())
+        .ok()
+}
+
 /// Validates a port received as a number (0 = not given), e.g. from the Resolve message.
 pub fn check_port(port: u32) -> Result<u16, Deny> {
     match port {
@@ -105,6 +114,17 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_addresses() {
+        let ip = |s: &str| client_ip(s).map(|a| a.to_string());
+        assert_eq!(ip("10.0.0.1:5555").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip("[fd00::1]:80").as_deref(), Some("fd00::1"));
+        assert_eq!(ip("fd00::1").as_deref(), Some("fd00::1"));
+        assert_eq!(ip("10.0.0.1").as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip(""), None);
+        assert_eq!(ip("envoy://internal"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub enum GrpcCode {
     InvalidArgument = 3,
     NotFound = 5,
     PermissionDenied = 7,
+    ResourceExhausted = 8,
     FailedPrecondition = 9,
     Unavailable = 14,
     Unauthenticated = 16,
@@ -25,6 +26,9 @@ pub enum DenyCode {
     MissingApiKey,
     InvalidApiKey,
     ExpiredApiKey,
+    /// This client address presented too many invalid keys lately; no key is checked from it
+    /// until the window passes (a valid key must not tell a guesser it was right).
+    TooManyKeyFailures,
     Forbidden,
     SandboxNotFound,
     /// The sandbox's Pod is in a phase that does not serve traffic (idle, starting, failed).
@@ -48,7 +52,7 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 19] = [
+    pub const ALL: [DenyCode; 20] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
@@ -57,6 +61,7 @@ impl DenyCode {
         DenyCode::MissingApiKey,
         DenyCode::InvalidApiKey,
         DenyCode::ExpiredApiKey,
+        DenyCode::TooManyKeyFailures,
         DenyCode::Forbidden,
         DenyCode::SandboxNotFound,
         DenyCode::SandboxNotReady,
@@ -82,6 +87,7 @@ impl DenyCode {
             MissingApiKey => (401, "missing_api_key", GrpcCode::Unauthenticated),
             InvalidApiKey => (401, "invalid_api_key", GrpcCode::Unauthenticated),
             ExpiredApiKey => (401, "expired_api_key", GrpcCode::Unauthenticated),
+            TooManyKeyFailures => (429, "too_many_key_failures", GrpcCode::ResourceExhausted),
             Forbidden => (403, "forbidden", GrpcCode::PermissionDenied),
             SandboxNotFound => (404, "sandbox_not_found", GrpcCode::NotFound),
             SandboxNotReady => (502, "sandbox_not_ready", GrpcCode::FailedPrecondition),
@@ -154,6 +160,7 @@ mod tests {
             ),
             (401, &[MissingApiKey, InvalidApiKey, ExpiredApiKey][..]),
             (403, &[Forbidden][..]),
+            (429, &[TooManyKeyFailures][..]),
             (404, &[SandboxNotFound][..]),
             (
                 502,

@@ -131,7 +131,7 @@ fn port_text() {
 #[wasm_bindgen_test]
 fn status_table() {
     use DenyCode::*;
-    assert_eq!(DenyCode::ALL.len(), 19);
+    assert_eq!(DenyCode::ALL.len(), 20);
     let distinct: std::collections::HashSet<DenyCode> = DenyCode::ALL.into_iter().collect();
     assert_eq!(distinct.len(), DenyCode::ALL.len());
     for c in DenyCode::ALL {
@@ -143,6 +143,7 @@ fn status_table() {
             401 => GrpcCode::Unauthenticated,
             403 => GrpcCode::PermissionDenied,
             404 => GrpcCode::NotFound,
+            429 => GrpcCode::ResourceExhausted,
             502 => GrpcCode::FailedPrecondition,
             503 => GrpcCode::Unavailable,
             other => panic!("{c}: unexpected status {other}"),

@@ -109,7 +109,12 @@ impl Request {
             Err(deny) => return self.refuse(&deny),
         };
         let cfg = Rc::clone(&self.config);
-        let message = wire::resolve_request(&target);
+        // Where the request comes from, for the resolver's per-client limit on key guesses.
+        let source = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let message = wire::resolve_request(&target, source.as_deref());
         let rematch = target.rematch;
         let path = target.rewritten_path;
         match hostcalls::dispatch_grpc_call(

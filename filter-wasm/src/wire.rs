@@ -15,7 +15,8 @@ pub const RESOLVE_METHOD: &str = "Resolve";
 /// client cannot write it, unlike `x-envoy-original-dst-host`.
 pub const ORIGINAL_DST_KEY: &str = "envoy.network.transport_socket.original_dst_address";
 
-pub fn resolve_request(target: &Target<'_>) -> Vec<u8> {
+/// The Resolve call for `target`; `source` is Envoy's `source.address` property, if read.
+pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
     ResolveRequest {
         api_key: target
             .api_key
@@ -24,6 +25,10 @@ pub fn resolve_request(target: &Target<'_>) -> Vec<u8> {
         sandbox_id: target.sandbox_id.to_string(),
         port: u32::from(target.port),
         forwarded: target.forwarded,
+        client_address: source
+            .and_then(sandgate_core::client_ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -121,16 +126,20 @@ mod tests {
             forwarded: true,
             rematch: false,
         };
-        let r = ResolveRequest::decode(resolve_request(&t).as_slice()).unwrap();
+        let r =
+            ResolveRequest::decode(resolve_request(&t, Some("[fd00::9]:4711")).as_slice()).unwrap();
         assert_eq!(
             (
                 r.api_key.as_str(),
                 r.sandbox_id.as_str(),
                 r.port,
-                r.forwarded
+                r.forwarded,
+                r.client_address.as_str()
             ),
-            ("k", "sb", 8080, true)
+            ("k", "sb", 8080, true, "fd00::9")
         );
+        let r = ResolveRequest::decode(resolve_request(&t, None).as_slice()).unwrap();
+        assert_eq!(r.client_address, "");
     }
 
     #[test]

@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         sandbox_id: &r.sandbox_id,
         port: r.port,
         forwarded: r.forwarded,
+        client: r.client_address.parse().ok(),
     }));
     if let Decision::Route { destination } = decision {
         let ip = destination

@@ -9,6 +9,7 @@ use sandgate_resolver::cache::RouteCache;
 use sandgate_resolver::clusters::dns::DnsCache;
 use sandgate_resolver::clusters::{ClusterStore, Source as ClusterSource};
 use sandgate_resolver::decide::{DecideConfig, Gateway};
+use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeyStore, Source, file};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{PodKeys, PodStore, inventory};

@@ -23,6 +23,7 @@ use sandgate_resolver::cache::RouteCache;
 use sandgate_resolver::clusters::ClusterStore;
 use sandgate_resolver::clusters::dns::DnsCache;
 use sandgate_resolver::decide::{DecideConfig, Facts, Gateway};
+use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeySet, KeyStore, Source, TenantKey, digest};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{Phase, PodStore, PodView};
@@ -182,6 +183,8 @@ fn gateways() -> Gateways {
             Duration::from_secs(30),
             Duration::from_secs(1),
         )),
+        // The shipped limit, so its per-request lookup is part of what decide costs.
+        key_failures: Arc::new(FailureLimiter::new(30, Duration::from_secs(60))),
         config,
     };
     let pushed = gateway(RouteCache::new(ROUTE_TTL, ROUTE_SHARDS));
@@ -212,6 +215,7 @@ fn decide(gw: &Gateway, key: &str, id: &str) -> Decision {
         sandbox_id: id,
         port: PORT,
         forwarded: false,
+        client: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
     }))
 }
 

@@ -61,6 +61,7 @@ impl Resolver for ResolveService {
                 sandbox_id: &r.sandbox_id,
                 port: r.port,
                 forwarded: r.forwarded,
+                client: r.client_address.parse().ok(),
             })
             .await;
         Ok(Response::new(reply(decision)))

@@ -193,6 +193,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDGATE_LAST_ACTIVE_MAX_WRITES", default_value_t = 500)]
     pub last_active_max_writes: usize,
 
+    /// Invalid API keys one client address may present per --key-failure-window before every
+    /// keyed request from it gets 429 until the window passes (0: no limit).
+    #[arg(long, env = "SANDGATE_KEY_FAILURE_LIMIT", default_value_t = 30)]
+    pub key_failure_limit: u32,
+    #[arg(long, env = "SANDGATE_KEY_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub key_failure_window: Duration,
+
     /// This cluster's id for cross-cluster routing: `{id}.{uuid}` is local (the prefix is
     /// stripped); any other `{cluster}.{uuid}` goes to that cluster's gateway. Empty: every
     /// prefixed id belongs to a peer.

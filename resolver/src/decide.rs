@@ -1,7 +1,7 @@
 //! The decision: request facts in, [`Decision`] out. Every entry (the Resolve callout, ext_proc)
 //! calls [`Gateway::decide`]; no entry carries a rule of its own.
 //!
-//! Order: validate facts → authenticate → another cluster's id? forward to its gateway →
+//! Order: validate facts → too many failed keys from this client? → authenticate → another cluster's id? forward to its gateway →
 //! locate the sandbox's Pod (pushed route, else the sandbox-id index when the fallback is on)
 //! → tenant check → routability → Touch → route.
 //!
@@ -12,7 +12,7 @@
 //! gate is on) or Stopping, and has an IP. Anything else the resolver knows of is a 502; an id it
 //! knows nothing of is a 404.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,7 @@ use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
 use crate::clusters::ClusterStore;
 use crate::clusters::dns::DnsCache;
+use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeyStore, Principal};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, PodView};
@@ -47,6 +48,8 @@ pub struct Facts<'a> {
     pub port: u32,
     /// The request carries another gateway's hop marker.
     pub forwarded: bool,
+    /// The client's address, when the entry knows it (limits failed key guesses).
+    pub client: Option<IpAddr>,
 }
 
 /// Everything a decision reads, shared by all entries.
@@ -58,6 +61,7 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub clusters: Arc<ClusterStore>,
     pub dns: Arc<DnsCache>,
+    pub key_failures: Arc<FailureLimiter>,
     pub config: DecideConfig,
 }
 
@@ -80,7 +84,15 @@ impl Gateway {
     async fn decide_inner(&self, facts: Facts<'_>) -> Result<Decision, Deny> {
         let id = validate_sandbox_id(facts.sandbox_id)?;
         let port = check_port(facts.port)?;
-        let principal = self.keys.authenticate(facts.api_key, Timestamp::now())?;
+        self.key_failures.check(facts.client)?;
+        let principal = self
+            .keys
+            .authenticate(facts.api_key, Timestamp::now())
+            .inspect_err(|deny| {
+                if deny.code == DenyCode::InvalidApiKey {
+                    self.key_failures.failed(facts.client);
+                }
+            })?;
         let id = match split_cluster(id) {
             sandbox if sandbox.cluster.is_none() => id,
             sandbox if sandbox.cluster == Some(self.clusters.local()) => sandbox.id,
@@ -297,6 +309,7 @@ pub(crate) mod tests {
                     Duration::from_secs(30),
                     Duration::from_secs(1),
                 )),
+                key_failures: Arc::new(FailureLimiter::new(3, Duration::from_secs(60))),
                 config,
             },
         }
@@ -310,6 +323,7 @@ pub(crate) mod tests {
                 sandbox_id: id,
                 port,
                 forwarded,
+                client: Some(IpAddr::from([192, 0, 2, 1])),
             }))
         }
 
@@ -363,6 +377,40 @@ pub(crate) mod tests {
             f.decide("acme-key", &format!("nogw.{U}"), 80),
             Err(DenyCode::PeerUnavailable)
         );
+    }
+
+    #[test]
+    fn invalid_keys_are_limited_per_client_and_then_valid_ones_too() {
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.7"),
+        ));
+        for _ in 0..3 {
+            assert_eq!(f.decide("guess", "sb", 80), Err(DenyCode::InvalidApiKey));
+        }
+        // Missing and expired keys are no guesses; a bad request is refused before any of it.
+        assert_eq!(f.decide("", "sb", 80), Err(DenyCode::TooManyKeyFailures));
+        assert_eq!(
+            f.decide("acme-key", "sb", 80),
+            Err(DenyCode::TooManyKeyFailures)
+        );
+        assert_eq!(
+            f.decide("acme-key", "bad/id", 80),
+            Err(DenyCode::InvalidSandboxId)
+        );
+        // Another client is not affected.
+        let other = futures::executor::block_on(f.gw.decide(Facts {
+            api_key: "acme-key",
+            sandbox_id: "sb",
+            port: 80,
+            forwarded: false,
+            client: Some(IpAddr::from([192, 0, 2, 2])),
+        }));
+        assert!(matches!(other, Decision::Route { .. }));
     }
 
     #[test]

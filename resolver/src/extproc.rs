@@ -32,6 +32,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingRequest, ProcessingResponse, TrailersResponse,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::value::Kind;
 use futures::{Stream, StreamExt};
 use sandgate_core::{Decision, Deny, RequestGrammar};
 use tonic::{Request, Response, Status, Streaming};
@@ -65,7 +66,10 @@ impl ExtProc {
     /// message with no phase gets no answer rather than a wrong-phase one.
     pub async fn respond(&self, message: &ProcessingRequest) -> Option<ProcessingResponse> {
         let reply = match message.request.as_ref()? {
-            Phase::RequestHeaders(h) => return Some(self.on_request_headers(h).await),
+            Phase::RequestHeaders(h) => {
+                let client = client_address(message);
+                return Some(self.on_request_headers(h, client).await);
+            }
             Phase::ResponseHeaders(_) => Reply::ResponseHeaders(HeadersResponse::default()),
             Phase::RequestBody(_) => Reply::RequestBody(BodyResponse::default()),
             Phase::ResponseBody(_) => Reply::ResponseBody(BodyResponse::default()),
@@ -78,7 +82,11 @@ impl ExtProc {
         })
     }
 
-    async fn on_request_headers(&self, message: &HttpHeaders) -> ProcessingResponse {
+    async fn on_request_headers(
+        &self,
+        message: &HttpHeaders,
+        client: Option<std::net::IpAddr>,
+    ) -> ProcessingResponse {
         let headers = header_list(message.headers.as_ref());
         let target = match self.grammar.parse_headers(&headers) {
             Ok(t) => t,
@@ -92,6 +100,7 @@ impl ExtProc {
                 sandbox_id: target.sandbox_id,
                 port: u32::from(target.port),
                 forwarded: target.forwarded,
+                client,
             })
             .await;
         let (writes, clear_route_cache) = match decision {
@@ -134,6 +143,23 @@ impl ExtProc {
             })),
             ..Default::default()
         }
+    }
+}
+
+/// The attribute envoy-extproc.yaml asks Envoy to send (`request_attributes`), under the
+/// filter's name.
+const ATTRIBUTES_KEY: &str = "envoy.filters.http.ext_proc";
+
+/// The client's address from the request attributes, when Envoy sent it.
+fn client_address(message: &ProcessingRequest) -> Option<std::net::IpAddr> {
+    let value = message
+        .attributes
+        .get(ATTRIBUTES_KEY)?
+        .fields
+        .get("source.address")?;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => sandgate_core::client_ip(s),
+        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::clusters::dns::DnsCache;
 use crate::clusters::{ClusterStore, Source as ClusterSource};
 use crate::config::{PodSource, ServeArgs};
 use crate::decide::Gateway;
+use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, inventory};
@@ -184,6 +185,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         clusters: Arc::clone(&clusters),
         dns: Arc::new(DnsCache::system(args.peer_dns_ttl, args.peer_dns_timeout)),
+        key_failures: Arc::new(FailureLimiter::new(
+            args.key_failure_limit,
+            args.key_failure_window,
+        )),
         config: args.decide_config(),
     });
     let ready: http::Readiness = {

@@ -207,6 +207,7 @@ impl Resolver {
                 sandbox_id: sandbox_id.into(),
                 port,
                 forwarded: false,
+                client_address: String::new(),
             })
             .await
             .expect("Resolve RPC failed")

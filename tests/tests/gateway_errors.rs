@@ -7,6 +7,7 @@ use sandgate_tests::both_entries;
 use sandgate_tests::fixtures::{key_secret, pod};
 use sandgate_tests::gateway::{Entry, Gateway, TEST_CALLOUT_TIMEOUT};
 use sandgate_tests::http::Response;
+use sandgate_tests::process::Outcome;
 use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY, KEYS_NAMESPACE, PROPAGATION};
 
 fn assert_refused(r: &Response, status: u16, code: &str) {
@@ -200,7 +201,44 @@ async fn failing_open_still_reaches_no_sandbox(entry: Entry) {
     assert!(!r.body.contains("sb-a"), "reached the sandbox: {}", r.body);
 }
 
+/// Invalid keys are counted per client address (Envoy tells the resolver who is asking); past
+/// the limit every keyed request from that address is 429, the valid key included, so a
+/// guesser never learns which guess was right. Other clients are not affected.
+async fn key_guesses_from_one_client_are_limited(entry: Entry) {
+    let mut gw = Gateway::start_args(
+        entry,
+        &["--key-failure-limit=3", "--key-failure-window=60s"],
+    )
+    .await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let path = format!("/sandboxes/sb-a/{port}/");
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        assert_refused(
+            &gw.get(&path, &[("x-api-key", guess)]).await,
+            401,
+            "invalid_api_key",
+        );
+    }
+    assert_refused(
+        &gw.get(&path, &[("x-api-key", "guess-4")]).await,
+        429,
+        "too_many_key_failures",
+    );
+    let r = gw.get(&path, &[("x-api-key", ACME_KEY)]).await;
+    assert_refused(&r, 429, "too_many_key_failures");
+    assert!(!r.body.contains(ACME_KEY) && !r.body.contains("guess"));
+    // A caller the resolver cannot place (here: a direct Resolve with no address) is not this
+    // client.
+    let direct = gw
+        .kube
+        .resolver
+        .resolve(ACME_KEY, "sb-a", u32::from(port))
+        .await;
+    assert_eq!(direct, Outcome::Route(format!("127.0.0.11:{port}")));
+}
+
 both_entries!(
+    key_guesses_from_one_client_are_limited,
     every_refusal_has_its_status_and_json_code,
     a_dead_resolver_is_a_prompt_503_and_its_return_heals,
     failing_open_still_reaches_no_sandbox,

@@ -6,6 +6,7 @@
 //! each replace their own set; readers see one merged, immutable view behind an atomic pointer.
 
 pub mod file;
+pub mod limit;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
