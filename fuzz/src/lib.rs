@@ -75,6 +75,7 @@ pub fn gateway() -> Arc<Gateway> {
             Duration::from_secs(30),
             Duration::from_secs(1),
         )),
+        key_failures: Arc::new(FailureLimiter::new(3, Duration::from_secs(60))),
         config: DecideConfig {
             index_fallback: true,
             armed_gate: false,
