@@ -23,7 +23,7 @@ pub struct Informer {
 }
 
 /// Report key → criterion id (target/criterion/<id>/new/estimates.json).
-const CRITERION: [(&str, &str); 6] = [
+const CRITERION: [(&str, &str); 9] = [
     ("cache_get_ns_10k", "cache_get/10k"),
     ("cache_get_ns_1m", "cache_get/1m"),
     ("decide_ns_pushed_route", "decide/pushed_route"),
@@ -33,6 +33,9 @@ const CRITERION: [(&str, &str); 6] = [
         "decide/denied_wrong_tenant",
     ),
     ("activity_touch_ns", "activity/touch"),
+    ("key_check_ns_unknown", "keys/unknown"),
+    ("key_check_ns_near_miss", "keys/near_miss"),
+    ("key_check_ns_valid", "keys/valid"),
 ];
 
 /// Mean time per iteration of each criterion benchmark, in ns, or all `None` when not
@@ -291,6 +294,17 @@ impl Report {
         }
         for (key, v) in &self.criterion {
             k.insert(key.to_string(), *v);
+        }
+        // A wrong key close to a valid one must cost what an unknown one does (≈ 1.0).
+        if let (Some(Some(near)), Some(Some(unknown))) = (
+            self.criterion.get("key_check_ns_near_miss"),
+            self.criterion.get("key_check_ns_unknown"),
+        ) {
+            let ratio = near / unknown;
+            k.insert(
+                "key_timing_ratio".into(),
+                ratio.is_finite().then_some(ratio),
+            );
         }
         k
     }

@@ -5,6 +5,9 @@
 //! * `decide/{pushed_route,label_index,denied_wrong_tenant}`: one [`Gateway::decide`] with a
 //!   tenant key over 10k running Pods.
 //! * `activity/touch`: [`ActivityTracker::touch`] of a known id among 10k.
+//! * `keys/{unknown,near_miss,valid}`: [`KeyStore::authenticate`] among 10k tenant keys of a
+//!   key nobody has, of a valid key with its last character changed, and of a valid key. The
+//!   first two must cost the same: timing must not tell a guesser that a guess was close.
 //!
 //! Every benchmark asserts once before measuring that it exercises the path it is named after
 //! (and, where a TTL could expire mid-run, again after): a bench that quietly measures a miss or
@@ -314,5 +317,49 @@ fn bench_activity(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_cache_get, bench_decide, bench_activity);
+// --- keys --------------------------------------------------------------------------------------
+
+fn bench_keys(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keys");
+    let keys = KeyStore::new(false);
+    let tenant_key = |i: usize| format!("tenant-key-{i:07}-0123456789abcdef");
+    keys.set_source(
+        Source::KeysFile,
+        KeySet {
+            admins: vec![digest("admin-key")],
+            tenants: (0..PODS)
+                .map(|i| TenantKey {
+                    digest: digest(&tenant_key(i)),
+                    namespace: TENANT_NS.into(),
+                    expires_at: None,
+                })
+                .collect(),
+        },
+    );
+    let valid = tenant_key(PODS / 2);
+    let mut near_miss = valid.clone();
+    near_miss.pop();
+    near_miss.push('x');
+    let unknown = "zzzzzz-not-a-key-at-all-0123456789".to_string();
+    let now = jiff::Timestamp::now();
+    for (name, key, ok) in [
+        ("unknown", &unknown, false),
+        ("near_miss", &near_miss, false),
+        ("valid", &valid, true),
+    ] {
+        assert_eq!(keys.authenticate(key, now).is_ok(), ok, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| keys.authenticate(black_box(key), now).is_ok())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_cache_get,
+    bench_decide,
+    bench_activity,
+    bench_keys
+);
 criterion_main!(benches);
