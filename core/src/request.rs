@@ -343,6 +343,14 @@ mod tests {
         )
     }
 
+    /// Owned header pairs, as an entry hands them to `parse_headers`.
+    fn list(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
     fn peer() -> Forward {
         Forward {
             destination: "10.1.0.9:443".into(),
@@ -414,12 +422,6 @@ mod tests {
     #[test]
     fn disagreeing_copies_of_decisive_headers_are_refused() {
         let g = RequestGrammar::default();
-        let list = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect()
-        };
         for (name, a, b) in [
             ("x-sandbox-id", "sb-a", "sb-b"),
             ("x-sandbox-port", "80", "81"),
@@ -454,12 +456,6 @@ mod tests {
     #[test]
     fn a_header_list_is_read_with_its_first_path() {
         let g = RequestGrammar::default();
-        let list = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect()
-        };
         let h = list(&[
             (":path", "/sandboxes/first/80/a"),
             (":path", "/sandboxes/second/80/b"),

@@ -64,25 +64,27 @@ pub async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
-    let work = async {
-        let resp = open(addr, method, path, headers).await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok(Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    };
+    let work = async { collect(open(addr, method, path, headers).await?).await };
     tokio::time::timeout(Duration::from_secs(10), work)
         .await
         .map_err(|_| std::io::Error::other("HTTP request timed out"))?
+}
+
+/// A whole response: status, headers and the body as text.
+async fn collect(resp: hyper::Response<Incoming>) -> std::io::Result<Response> {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// One request over HTTP/2 with prior knowledge (h2c), collected (10 s limit).
@@ -110,19 +112,7 @@ pub async fn send_h2(
             .send_request(req)
             .await
             .map_err(std::io::Error::other)?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
-        Ok(Response {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        collect(resp).await
     };
     tokio::time::timeout(Duration::from_secs(10), work)
         .await

@@ -10,8 +10,8 @@ use sandgate_tests::emulator::Kind;
 use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions};
 use sandgate_tests::fixtures::{LAST_ACTIVE, pod};
 use sandgate_tests::http;
-use sandgate_tests::process::{Outcome, eventually};
-use sandgate_tests::stack::{ACME_KEY, ADMIN_KEY, KubeStack, PROPAGATION};
+use sandgate_tests::process::{Resolver, eventually};
+use sandgate_tests::stack::{ACME_KEY, ADMIN_KEY, Control, KubeStack, PROPAGATION};
 
 const TICK: &str = "--last-active-interval=200ms";
 
@@ -25,6 +25,21 @@ async fn envoy_for(resolver: std::net::SocketAddr) -> Envoy {
         peer_ca: None,
     })
     .await
+}
+
+async fn get_ok(envoy: &Envoy, sandbox: &str, port: u16) {
+    let path = format!("/sandboxes/{sandbox}/{port}/");
+    let r = http::send(envoy.addr, "GET", &path, &[("x-api-key", ACME_KEY)])
+        .await
+        .expect("request through Envoy");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+async fn admin(resolver: &Resolver) -> Control {
+    Control {
+        client: resolver.control_client().await,
+        key: Some(ADMIN_KEY.into()),
+    }
 }
 
 fn annotation(stack: &KubeStack, name: &str) -> Option<String> {
@@ -53,39 +68,24 @@ async fn replicas_share_last_active_through_the_pods() {
             .emu
             .apply(pod("acme", name).sandbox(id).phase("running").ip(ip).json());
     }
+    // Wait for both replicas to hold both Pods without resolving anything: a Resolve is
+    // activity, and each replica must see only its own sandbox's.
     for r in [&stack.resolver, &replica] {
-        for (id, port) in [("sb-1", ports[0]), ("sb-2", ports[1])] {
-            let want = Outcome::Route(format!(
-                "127.0.0.3{}:{port}",
-                if id == "sb-1" { 1 } else { 2 }
-            ));
-            assert_eq!(
-                r.resolve_until(ADMIN_KEY, id, u32::from(port), &want, PROPAGATION)
-                    .await,
-                want
-            );
-        }
+        let holds_both = || async {
+            r.http_get("/metrics", None)
+                .await
+                .1
+                .contains("sandgate_pods 2")
+        };
+        assert!(
+            eventually(PROPAGATION, holds_both).await,
+            "a replica missed a Pod"
+        );
     }
-    // Each replica carries one sandbox's traffic (Resolve as the filter calls it, via Envoy).
-    let key = [("x-api-key", ACME_KEY)];
-    let r = http::send(
-        envoy1.addr,
-        "GET",
-        &format!("/sandboxes/sb-1/{}/", ports[0]),
-        &key,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = http::send(
-        envoy2.addr,
-        "GET",
-        &format!("/sandboxes/sb-2/{}/", ports[1]),
-        &key,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    // Each replica carries one sandbox's traffic (Resolve as the filter calls it, via Envoy), so
+    // each knows the other's sandbox only through the Pod annotation.
+    get_ok(&envoy1, "sb-1", ports[0]).await;
+    get_ok(&envoy2, "sb-2", ports[1]).await;
 
     // Both Pods carry the time; both replicas report both sandboxes.
     assert!(
@@ -100,11 +100,17 @@ async fn replicas_share_last_active_through_the_pods() {
         m.contains_key("sb-1") && m.contains_key("sb-2")
     };
     assert!(both(&c1.last_active_until(PROPAGATION, both).await));
-    let mut c2 = sandgate_tests::stack::Control {
-        client: replica.control_client().await,
-        key: Some(ADMIN_KEY.into()),
-    };
+    let mut c2 = admin(&replica).await;
     assert!(both(&c2.last_active_until(PROPAGATION, both).await));
+
+    // Each replica wrote its own sandbox's Pod.
+    for r in [&stack.resolver, &replica] {
+        let (_, metrics) = r.http_get("/metrics", None).await;
+        assert!(
+            metrics.contains("sandgate_last_active_writes_total{result=\"written\"}"),
+            "{metrics}"
+        );
+    }
 
     // Only forward: a newer time on the Pod (another replica's, or the controller's) stays.
     let future = "2030-01-01T00:00:00Z";
@@ -116,15 +122,7 @@ async fn replicas_share_last_active_through_the_pods() {
             .annotation(LAST_ACTIVE, future)
             .json(),
     );
-    let r = http::send(
-        envoy1.addr,
-        "GET",
-        &format!("/sandboxes/sb-1/{}/", ports[0]),
-        &key,
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 200);
+    get_ok(&envoy1, "sb-1", ports[0]).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(annotation(&stack, "p1").as_deref(), Some(future));
 
@@ -143,20 +141,11 @@ async fn replicas_share_last_active_through_the_pods() {
     replica.kill().await;
     replica.restart().await;
     replica.wait_ready().await;
-    let mut c2 = sandgate_tests::stack::Control {
-        client: replica.control_client().await,
-        key: Some(ADMIN_KEY.into()),
-    };
+    let mut c2 = admin(&replica).await;
     let after = c2
         .last_active_until(PROPAGATION, |m| {
             m.get("sb-1").map(String::as_str) == Some(future)
         })
         .await;
     assert_eq!(after.get("sb-1").map(String::as_str), Some(future));
-
-    let (_, metrics) = stack.resolver.http_get("/metrics", None).await;
-    assert!(
-        metrics.contains("sandgate_last_active_writes_total{result=\"written\"}"),
-        "{metrics}"
-    );
 }
