@@ -57,6 +57,7 @@ deploy-check: wasm envoy
 # rustfmt and clippy, warnings denied.
 lint:
     cargo fmt --all --check
+    cargo fmt --manifest-path fuzz/Cargo.toml --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Build every binary (integration tests run the built resolver).
