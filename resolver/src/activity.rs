@@ -43,12 +43,9 @@ impl ActivityTracker {
     /// Every sandbox with its last activity, RFC 3339 UTC at second precision (the format of the
     /// last-active annotation).
     pub fn snapshot(&self) -> BTreeMap<String, String> {
-        self.last
-            .iter()
-            .filter_map(|e| {
-                let ts = Timestamp::from_millisecond(e.value().load(Ordering::Relaxed)).ok()?;
-                Some((e.key().to_string(), format_rfc3339(ts)))
-            })
+        self.entries()
+            .into_iter()
+            .map(|(id, ts)| (id, format_rfc3339(ts)))
             .collect()
     }
 

@@ -1,9 +1,9 @@
 //! The decision: request facts in, [`Decision`] out. Every entry (the Resolve callout, ext_proc)
 //! calls [`Gateway::decide`]; no entry carries a rule of its own.
 //!
-//! Order: validate facts → too many failed keys from this client? → authenticate → another cluster's id? forward to its gateway →
-//! locate the sandbox's Pod (pushed route, else the sandbox-id index when the fallback is on)
-//! → tenant check → routability → Touch → route.
+//! Order: validate facts → too many failed keys from this client? → authenticate → another
+//! cluster's id? forward to its gateway → locate the sandbox's Pod (pushed route, else the
+//! sandbox-id index when the fallback is on) → tenant check → routability → Touch → route.
 //!
 //! A forwarded request is authenticated here first (the peer's credential is added to it, so
 //! an unauthenticated client must not get to borrow it) and decided again, tenant check
@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use sandgate_core::{
-    Decision, Deny, DenyCode, Forward, check_port, split_cluster, validate_sandbox_id,
+    Decision, Deny, DenyCode, Forward, SandboxRef, check_port, split_cluster, validate_sandbox_id,
 };
 
 use crate::activity::ActivityTracker;
@@ -94,10 +94,15 @@ impl Gateway {
                 }
             })?;
         let id = match split_cluster(id) {
-            sandbox if sandbox.cluster.is_none() => id,
-            sandbox if sandbox.cluster == Some(self.clusters.local()) => sandbox.id,
-            sandbox => {
-                let cluster = sandbox.cluster.unwrap_or_default();
+            SandboxRef { cluster: None, .. } => id,
+            SandboxRef {
+                cluster: Some(cluster),
+                id: local,
+            } if cluster == self.clusters.local() => local,
+            SandboxRef {
+                cluster: Some(cluster),
+                ..
+            } => {
                 let forward = self.forward(cluster, facts.forwarded).await?;
                 return Ok(Decision::Forward(Box::new(forward)));
             }

@@ -302,14 +302,7 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
 /// loses no history), then forgets sandboxes without a Running Pod on every tick.
 async fn activity_upkeep(pods: Arc<PodStore>, activity: Arc<ActivityTracker>, every: Duration) {
     pods.wait_synced().await;
-    let mut seeded = 0;
-    for pod in pods.all() {
-        if let (Phase::Running, Some(id), Some(at)) = (pod.phase, &pod.sandbox_id, pod.last_active)
-        {
-            activity.touch_at(id, at);
-            seeded += 1;
-        }
-    }
+    let seeded = pods::annotate::absorb(&pods, &activity);
     tracing::info!(seeded, "activity seeded from pod annotations");
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -35,6 +35,21 @@ pub struct Annotator {
     pub max_per_tick: usize,
 }
 
+/// Takes the last-active annotation of every running Pod into `activity` (never backwards):
+/// start-up seeds from it, and each tick reads what the other replicas wrote. Running only, as
+/// activity's garbage collection keeps only sandboxes with a running Pod. Returns how many.
+pub fn absorb(pods: &PodStore, activity: &ActivityTracker) -> usize {
+    let mut n = 0;
+    for pod in pods.all() {
+        if let (Phase::Running, Some(id), Some(at)) = (pod.phase, &pod.sandbox_id, pod.last_active)
+        {
+            activity.touch_at(id, at);
+            n += 1;
+        }
+    }
+    n
+}
+
 /// What one Pod needs: the time to write, when it is newer than what the Pod shows.
 pub fn due(pod: &PodView, id: &str, seen: Timestamp) -> Option<Timestamp> {
     let serving = matches!(pod.phase, Phase::Running | Phase::Stopping);
@@ -58,19 +73,8 @@ impl Annotator {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.absorb();
+            absorb(&self.pods, &self.activity);
             self.write_due().await;
-        }
-    }
-
-    /// Activity other replicas wrote onto Pods that serve their sandbox.
-    fn absorb(&self) {
-        for pod in self.pods.all() {
-            if let (Phase::Running | Phase::Stopping, Some(id), Some(at)) =
-                (pod.phase, &pod.sandbox_id, pod.last_active)
-            {
-                self.activity.touch_at(id, at);
-            }
         }
     }
 
@@ -124,6 +128,44 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn absorbing_takes_running_pods_annotations_forward_only() {
+        let pods = PodStore::default();
+        let annotated = |name: &str, id: &str, phase: Phase, at: &str| {
+            let mut p = pod("acme", name, Some(id), phase, Some("10.0.0.1"));
+            p.last_active = Some(ts(at));
+            p
+        };
+        pods.apply(annotated("p1", "a", Phase::Running, "2026-12-02T10:00:00Z"));
+        pods.apply(annotated(
+            "p2",
+            "b",
+            Phase::Stopping,
+            "2026-12-02T10:00:00Z",
+        ));
+        pods.apply(pod(
+            "acme",
+            "p3",
+            Some("c"),
+            Phase::Running,
+            Some("10.0.0.3"),
+        ));
+        let activity = ActivityTracker::default();
+        activity.touch_at("a", ts("2026-12-02T11:00:00Z"));
+        assert_eq!(absorb(&pods, &activity), 1);
+        assert_eq!(
+            activity.get("a"),
+            Some(ts("2026-12-02T11:00:00Z")),
+            "never backwards"
+        );
+        assert_eq!(
+            activity.get("b"),
+            None,
+            "stopping: garbage collection would drop it"
+        );
+        assert_eq!(activity.get("c"), None, "no annotation");
     }
 
     #[test]

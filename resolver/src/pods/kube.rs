@@ -158,9 +158,10 @@ pub async fn run(
                 metrics.informer_event("pods", "error");
                 if store.is_synced() {
                     tracing::warn!(%error, "pod sync lost; serving from the last state");
+                } else {
+                    tracing::debug!(%error, "pod watch failed again; retrying");
                 }
                 store.mark_unsynced();
-                tracing::debug!(%error, "pod watch failed; retrying");
             }
         }
     }
