@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use futures::{Stream, StreamExt};
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
-use sandgate_proto::resolver::v1::{ResolveReply, ResolveRequest};
+use sandgate_proto::resolver::v1::{
+    Generations, HitReport, HitReportReply, ResolveReply, ResolveRequest, WatchGenerationsRequest,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 struct NullResolver;
@@ -24,6 +26,22 @@ struct NullResolver;
 impl Resolver for NullResolver {
     async fn resolve(&self, _: Request<ResolveRequest>) -> Result<Response<ResolveReply>, Status> {
         Ok(Response::new(ResolveReply::default()))
+    }
+
+    type WatchGenerationsStream = Pin<Box<dyn Stream<Item = Result<Generations, Status>> + Send>>;
+
+    // A floor keeps nothing: without generations a filter's cache stays off.
+    async fn watch_generations(
+        &self,
+        _: Request<WatchGenerationsRequest>,
+    ) -> Result<Response<Self::WatchGenerationsStream>, Status> {
+        Err(Status::unimplemented(
+            "the null resolver has no generations",
+        ))
+    }
+
+    async fn report_hits(&self, _: Request<HitReport>) -> Result<Response<HitReportReply>, Status> {
+        Ok(Response::new(HitReportReply {}))
     }
 }
 

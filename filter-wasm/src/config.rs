@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use sandgate_core::RequestGrammar;
+
+use crate::cache::CacheConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -21,6 +23,8 @@ pub struct Config {
     /// sandboxes cluster has no host to send it to).
     pub fail_closed: bool,
     pub request: RequestGrammar,
+    /// The decision cache (`cache.ttl_ms: 0` turns it off).
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -30,6 +34,7 @@ impl Default for Config {
             timeout_ms: 1000,
             fail_closed: true,
             request: RequestGrammar::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -53,7 +58,8 @@ impl Config {
         if self.resolver_cluster.is_empty() {
             return Err("resolver_cluster must name an Envoy cluster".into());
         }
-        self.request.check().map_err(|e| format!("request: {e}"))
+        self.request.check().map_err(|e| format!("request: {e}"))?;
+        self.cache.check().map_err(|e| format!("cache: {e}"))
     }
 
     pub fn timeout(&self) -> Duration {
@@ -99,6 +105,8 @@ mod tests {
             r#"{"request": {"path_marker": "a/b"}}"#,
             r#"{"request": {"unknown": 1}}"#,
             r#"{"timeout": 5}"#,
+            r#"{"cache": {"slots": 0}}"#,
+            r#"{"cache": {"ttl": 1}}"#,
             "not json",
         ] {
             assert!(Config::parse(bad.as_bytes()).is_err(), "{bad}");

@@ -8,16 +8,22 @@
 //! Host calls go through `proxy_wasm::hostcalls`, whose errors are values, rather than the
 //! trait helpers, which unwrap them: a panic would leave this VM answering 503 until reload.
 
+pub mod cache;
 pub mod config;
 pub mod wire;
 
+use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
 
+use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sandgate_core::{Decision, Deny, Forward};
+use sandgate_core::{Decision, Deny, DenyCode, Forward, Target};
+use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
+use cache::{Entry, Hits, Key, View};
 use config::Config;
 
 proxy_wasm::main! {{
@@ -25,13 +31,135 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
 
-/// Per-plugin state: the parsed configuration shared by every request.
+/// How often the root context looks after the generation stream and the hit counts.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What one VM's contexts share (a VM serves one worker thread, so no locking): the
+/// generations its stream delivered and the cache hits not yet reported.
+#[derive(Default)]
+struct Shared {
+    view: View,
+    hits: Hits,
+}
+
+/// Per-plugin state: the parsed configuration shared by every request, and, with the cache
+/// on, the VM's WatchGenerations stream and hit reports.
 #[derive(Default)]
 struct Root {
     config: Option<Rc<Config>>,
+    shared: Rc<RefCell<Shared>>,
+    /// The open WatchGenerations stream.
+    stream: Option<u32>,
+    /// A ReportHits call in flight, with what it carries (put back if it fails).
+    flush: Option<(u32, HitReport)>,
+    ticks: u64,
 }
 
-impl Context for Root {}
+impl Root {
+    fn open_stream(&mut self, cluster: &str) {
+        let opened = hostcalls::open_grpc_stream(
+            cluster,
+            wire::RESOLVER_SERVICE,
+            wire::WATCH_METHOD,
+            Vec::new(),
+        )
+        .and_then(|token| {
+            let request = WatchGenerationsRequest {}.encode_to_vec();
+            hostcalls::send_grpc_stream_message(token, Some(&request), true).map(|()| token)
+        });
+        // A failure is retried on the next tick; the close callback logs a lost stream.
+        self.stream = opened.ok();
+    }
+
+    fn flush_hits(&mut self, cluster: &str) {
+        let Some(report) = self
+            .shared
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.hits.take())
+        else {
+            return;
+        };
+        let sent = hostcalls::dispatch_grpc_call(
+            cluster,
+            wire::RESOLVER_SERVICE,
+            wire::HITS_METHOD,
+            Vec::new(),
+            Some(&report.encode_to_vec()),
+            Duration::from_secs(5),
+        );
+        match sent {
+            Ok(token) => self.flush = Some((token, report)),
+            Err(_) => self.restore_hits(report),
+        }
+    }
+
+    fn restore_hits(&self, report: HitReport) {
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            s.hits.restore(report);
+        }
+    }
+
+    fn forget_generations(&self) {
+        if let Ok(mut s) = self.shared.try_borrow_mut() {
+            s.view.forget();
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        if self.stream != Some(token) {
+            return;
+        }
+        let message = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+            .ok()
+            .flatten()
+            .and_then(|b| Generations::decode(b.as_slice()).ok());
+        let applied = match (&message, self.shared.try_borrow_mut()) {
+            (Some(m), Ok(mut s)) => s.view.apply(m),
+            _ => false,
+        };
+        if !applied {
+            // Nothing answers from the cache until a new stream starts with a reset.
+            log(
+                LogLevel::Warn,
+                "unusable generation message; restarting the stream",
+            );
+            self.forget_generations();
+            let _ = hostcalls::cancel_grpc_stream(token);
+            self.stream = None;
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        if self.stream != Some(token) {
+            return;
+        }
+        self.stream = None;
+        let was_live = self.shared.try_borrow().is_ok_and(|s| s.view.is_live());
+        self.forget_generations();
+        if was_live {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "generation stream closed (gRPC status {status}); cache off until it is back"
+                ),
+            );
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, _size: usize) {
+        match self.flush.take() {
+            Some((t, report)) if t == token => {
+                if status != 0 {
+                    self.restore_hits(report);
+                }
+            }
+            other => self.flush = other,
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -44,6 +172,15 @@ impl RootContext for Root {
         };
         match Config::parse(&raw) {
             Ok(config) => {
+                if config.cache.enabled()
+                    && let Err(e) = hostcalls::set_tick_period(TICK)
+                {
+                    log(
+                        LogLevel::Error,
+                        &format!("starting the cache's tick: {e:?}"),
+                    );
+                    return false;
+                }
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -56,10 +193,25 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        if self.stream.is_none() {
+            self.open_stream(&config.resolver_cluster);
+        }
+        self.ticks += 1;
+        let every = (config.cache.flush_ms / TICK.as_millis() as u64).max(1);
+        if self.ticks % every == 0 && self.flush.is_none() {
+            self.flush_hits(&config.resolver_cluster);
+        }
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
         Some(Box::new(Request {
             config,
+            shared: Rc::clone(&self.shared),
             callout: None,
         }))
     }
@@ -69,9 +221,10 @@ impl RootContext for Root {
     }
 }
 
-/// One request: waits for at most one Resolve answer.
+/// One request: answered from the cache, or waits for at most one Resolve answer.
 struct Request {
     config: Rc<Config>,
+    shared: Rc<RefCell<Shared>>,
     callout: Option<Pending>,
 }
 
@@ -84,6 +237,8 @@ struct Pending {
     rematch: bool,
     /// The client's headers as they came (moved, not copied): a forward re-reads them.
     headers: Vec<(String, String)>,
+    /// Where the answer goes in the cache, when the cache is on.
+    key: Option<Key>,
 }
 
 impl Request {
@@ -108,6 +263,11 @@ impl Request {
             Ok(t) => t,
             Err(deny) => return self.refuse(&deny),
         };
+        let key = self.config.cache.enabled().then(|| Key::of(&target));
+        if let Some(decision) = key.and_then(|k| self.kept_answer(k, &target)) {
+            let path = target.rewritten_path.as_deref();
+            return self.apply(decision, path, target.rematch, &[]);
+        }
         let cfg = Rc::clone(&self.config);
         // Where the request comes from, for the resolver's per-client limit on key guesses.
         let source = hostcalls::get_property(vec!["source", "address"])
@@ -131,6 +291,7 @@ impl Request {
                     path,
                     rematch,
                     headers,
+                    key,
                 });
                 Action::Pause
             }
@@ -138,26 +299,73 @@ impl Request {
         }
     }
 
-    fn apply(&mut self, decision: Decision, pending: Pending) {
-        let result = match decision {
-            Decision::Route { destination } => {
-                self.route(&destination, pending.path.as_deref(), pending.rematch)
-            }
-            Decision::Forward(forward) => self.forward(&forward, &pending.headers),
-            Decision::Deny(deny) if deny.code == sandgate_core::DenyCode::ResolverUnavailable => {
-                if self.unavailable(&deny.message) == Action::Continue {
-                    // The request is paused on the callout: failing open must wake it.
-                    let _ = hostcalls::resume_http_request();
-                }
-                Ok(())
-            }
-            Decision::Deny(deny) => {
-                self.refuse(&deny);
-                Ok(())
-            }
+    /// A kept answer for `key`: a route (counted as a hit of its sandbox) or a refusal.
+    /// `None` sends the request to the resolver, as does a route whose hit could not be
+    /// counted (the resolver then records the activity itself).
+    fn kept_answer(&self, key: Key, target: &Target<'_>) -> Option<Decision> {
+        let (slot, _) = hostcalls::get_shared_data(&key.slot(self.config.cache.slots)).ok()?;
+        let reply = {
+            let shared = self.shared.try_borrow().ok()?;
+            Entry::answer(&slot?, key, &shared.view, now_ns()?)?
         };
-        if let Err(e) = result {
-            self.refuse(&wire::unavailable(&e));
+        match wire::decision(0, Some(&reply)) {
+            route @ Decision::Route { .. } => {
+                let max = self.config.cache.max_sandboxes;
+                let mut shared = self.shared.try_borrow_mut().ok()?;
+                shared.hits.count(target.sandbox_id, max).then_some(route)
+            }
+            Decision::Deny(d) if d.code != DenyCode::ResolverUnavailable => Some(Decision::Deny(d)),
+            _ => None,
+        }
+    }
+
+    /// Keeps a Resolve answer the resolver marked cacheable.
+    fn remember(&self, key: Key, cacheable: &Cacheable, denial: bool, reply: &[u8]) {
+        let Some(now) = now_ns() else {
+            return;
+        };
+        let entry = {
+            let Ok(shared) = self.shared.try_borrow() else {
+                return;
+            };
+            Entry::new(
+                key,
+                cacheable,
+                denial,
+                reply,
+                &self.config.cache,
+                &shared.view,
+                now,
+            )
+        };
+        if let Some(entry) = entry {
+            let slot = key.slot(self.config.cache.slots);
+            if let Err(e) = hostcalls::set_shared_data(&slot, Some(&entry.encode_to_vec()), None) {
+                log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
+            }
+        }
+    }
+
+    /// Applies a decision. `Continue`: the request goes on (a caller whose request is paused
+    /// on the callout must resume it); `Pause`: it was answered locally.
+    fn apply(
+        &self,
+        decision: Decision,
+        path: Option<&str>,
+        rematch: bool,
+        headers: &[(String, String)],
+    ) -> Action {
+        let applied = match decision {
+            Decision::Route { destination } => self.route(&destination, path, rematch),
+            Decision::Forward(forward) => self.forward(&forward, headers),
+            Decision::Deny(deny) if deny.code == DenyCode::ResolverUnavailable => {
+                return self.unavailable(&deny.message);
+            }
+            Decision::Deny(deny) => return self.refuse(&deny),
+        };
+        match applied {
+            Ok(()) => Action::Continue,
+            Err(e) => self.refuse(&wire::unavailable(&e)),
         }
     }
 
@@ -169,7 +377,7 @@ impl Request {
         if rematch {
             clear_route_cache()?;
         }
-        hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
+        Ok(())
     }
 
     /// On to another cluster's gateway: the writes are the shared grammar's, and the route is
@@ -184,12 +392,11 @@ impl Request {
         for (name, value) in self.config.request.forward_writes(&target, forward) {
             set_header(&name, &value)?;
         }
-        clear_route_cache()?;
-        hostcalls::resume_http_request().map_err(|e| format!("resuming: {e:?}"))
+        clear_route_cache()
     }
 
     /// The resolver could not decide: 503, or on with no destination when failing open
-    /// (`Continue`; a caller whose request is paused must resume it).
+    /// (`Continue`).
     fn unavailable(&self, why: &str) -> Action {
         log(LogLevel::Warn, why);
         if self.config.fail_closed {
@@ -229,8 +436,18 @@ impl Context for Request {
         let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
             .ok()
             .flatten();
-        let decision = wire::decision(status, body.as_deref());
-        self.apply(decision, pending);
+        let (decision, cacheable) = wire::answer(status, body.as_deref());
+        if let (Some(key), Some(cacheable), Some(body)) = (pending.key, cacheable, &body) {
+            let denial = matches!(decision, Decision::Deny(_));
+            self.remember(key, &cacheable, denial, body);
+        }
+        let path = pending.path.as_deref();
+        if self.apply(decision, path, pending.rematch, &pending.headers) == Action::Continue {
+            // The request is paused on the callout: going on must wake it.
+            if let Err(e) = hostcalls::resume_http_request() {
+                log(LogLevel::Error, &format!("resuming: {e:?}"));
+            }
+        }
     }
 }
 
@@ -238,6 +455,15 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.on_headers()
     }
+}
+
+/// Unix time in nanoseconds, as the host tells it.
+fn now_ns() -> Option<u64> {
+    let since = hostcalls::get_current_time()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?;
+    u64::try_from(since.as_nanos()).ok()
 }
 
 fn set_destination(destination: &str) -> Result<(), String> {

@@ -6,10 +6,12 @@
 
 use prost::Message;
 use sandgate_core::{Decision, Deny, DenyCode, Forward, PeerUpstream, Target};
-use sandgate_proto::resolver::v1::{ResolveReply, ResolveRequest, resolve_reply};
+use sandgate_proto::resolver::v1::{Cacheable, ResolveReply, ResolveRequest, resolve_reply};
 
 pub const RESOLVER_SERVICE: &str = "sandgate.resolver.v1.Resolver";
 pub const RESOLVE_METHOD: &str = "Resolve";
+pub const WATCH_METHOD: &str = "WatchGenerations";
+pub const HITS_METHOD: &str = "ReportHits";
 
 /// Filter-state key the ORIGINAL_DST cluster reads before dynamic metadata and headers; a
 /// client cannot write it, unlike `x-envoy-original-dst-host`.
@@ -36,15 +38,32 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
 /// What a Resolve answer means for the request. Anything the filter cannot make sense of is
 /// the resolver being unavailable: the request is refused, never routed on a guess.
 pub fn decision(grpc_status: u32, body: Option<&[u8]>) -> Decision {
+    answer(grpc_status, body).0
+}
+
+/// [`decision`], and whether the resolver lets a cache keep it.
+pub fn answer(grpc_status: u32, body: Option<&[u8]>) -> (Decision, Option<Cacheable>) {
     if grpc_status != 0 {
-        return Decision::Deny(unavailable(&format!(
-            "resolver call failed (gRPC status {grpc_status})"
-        )));
+        let why = format!("resolver call failed (gRPC status {grpc_status})");
+        return (Decision::Deny(unavailable(&why)), None);
     }
     let Some(Ok(reply)) = body.map(ResolveReply::decode) else {
-        return Decision::Deny(unavailable("resolver sent an unreadable reply"));
+        return (
+            Decision::Deny(unavailable("resolver sent an unreadable reply")),
+            None,
+        );
     };
-    match reply.outcome {
+    let decision = outcome(reply.outcome);
+    // Only an answer that means something may be kept: never the 503 standing in for nonsense.
+    let keep = match &decision {
+        Decision::Deny(d) if d.code == DenyCode::ResolverUnavailable => None,
+        _ => reply.cacheable,
+    };
+    (decision, keep)
+}
+
+fn outcome(outcome: Option<resolve_reply::Outcome>) -> Decision {
+    match outcome {
         Some(resolve_reply::Outcome::Route(r)) if !r.destination.is_empty() => Decision::Route {
             destination: r.destination,
         },
@@ -111,6 +130,7 @@ mod tests {
     fn reply(outcome: resolve_reply::Outcome) -> Vec<u8> {
         ResolveReply {
             outcome: Some(outcome),
+            cacheable: None,
         }
         .encode_to_vec()
     }

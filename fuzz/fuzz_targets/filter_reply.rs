@@ -1,5 +1,7 @@
 //! The Resolve reply as the wasm filter decodes it: any bytes and any gRPC status become a
-//! decision; whatever the filter cannot make sense of is the 503 "resolver unavailable".
+//! decision; whatever the filter cannot make sense of is the 503 "resolver unavailable", which
+//! its decision cache never keeps. The same bytes as a cache slot must not answer a key that
+//! is not theirs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,12 +12,27 @@ fuzz_target!(|data: &[u8]| {
         Some((s, rest)) => (u32::from(*s % 20), rest),
         None => (0, data),
     };
-    match sandgate_filter::wire::decision(status, Some(body)) {
+    let (decision, keep) = sandgate_filter::wire::answer(status, Some(body));
+    let key = sandgate_filter::cache::Key::of(&sandgate_core::Target {
+        api_key: None,
+        sandbox_id: "fuzz",
+        port: 1,
+        rewritten_path: None,
+        path: "/",
+        forwarded: false,
+        rematch: false,
+    });
+    let view = sandgate_filter::cache::View::default();
+    assert!(sandgate_filter::cache::Entry::answer(body, key, &view, 0).is_none());
+    match decision {
         Decision::Route { destination } => assert!(status == 0 && !destination.is_empty()),
         Decision::Forward(f) => assert!(status == 0 && !f.destination.is_empty()),
         Decision::Deny(d) => {
             if status != 0 {
                 assert_eq!(d.code, DenyCode::ResolverUnavailable);
+            }
+            if d.code == DenyCode::ResolverUnavailable {
+                assert!(keep.is_none(), "a 503 kept");
             }
         }
     }

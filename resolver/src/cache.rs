@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
+use crate::generation::Generations;
+
 /// A pushed route. Immutable once built; a push replaces it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
@@ -38,6 +40,8 @@ pub struct RouteCache {
     hasher: RandomState,
     ttl: Duration,
     epoch: Instant,
+    /// Bumped per sandbox id a push or evict changes.
+    pub generations: Generations,
 }
 
 impl RouteCache {
@@ -52,6 +56,7 @@ impl RouteCache {
             hasher: RandomState::default(),
             ttl,
             epoch: Instant::now(),
+            generations: Generations::default(),
         }
     }
 
@@ -90,6 +95,7 @@ impl RouteCache {
             m.insert(sandbox_id.into(), route);
             true
         });
+        self.generations.bump(sandbox_id);
     }
 
     /// [`RouteCache::push`] for many `(sandbox id, namespace, pod name)` at once: one
@@ -98,6 +104,7 @@ impl RouteCache {
     pub fn push_many<'a>(&self, routes: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
         let expires_at_ms = self.expiry_from_now();
         let mut batches: Vec<Vec<(Box<str>, Arc<Route>)>> = vec![Vec::new(); self.shards.len()];
+        let mut ids = Vec::new();
         for (sandbox_id, namespace, pod_name) in routes {
             let route = Arc::new(Route {
                 namespace: namespace.into(),
@@ -105,6 +112,7 @@ impl RouteCache {
                 expires_at_ms,
             });
             batches[self.shard_of(sandbox_id)].push((sandbox_id.into(), route));
+            ids.push(sandbox_id);
         }
         for (shard, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() {
@@ -113,6 +121,9 @@ impl RouteCache {
                     true
                 });
             }
+        }
+        for id in ids {
+            self.generations.bump(id);
         }
     }
 
@@ -127,6 +138,7 @@ impl RouteCache {
             }
             None => false,
         });
+        self.generations.bump(sandbox_id);
         live
     }
 

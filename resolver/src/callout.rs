@@ -1,16 +1,26 @@
-//! The Resolve gRPC entry: the callout the wasm filter makes per request. A thin shell: it maps
-//! the wire message to [`Facts`], asks the [`Gateway`], and maps the [`Decision`] back.
+//! The Resolve gRPC entry: the callout the wasm filter makes per request, and the two calls
+//! its decision cache makes per VM (WatchGenerations, ReportHits). A thin shell: it maps the
+//! wire message to [`Facts`], asks the [`Gateway`], and maps the [`Decision`] back.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::Stream;
 use sandgate_core::Decision;
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Deny, Forward, Header, ResolveReply, ResolveRequest, Route, resolve_reply,
+    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, ResolveReply,
+    ResolveRequest, Route, WatchGenerationsRequest, resolve_reply,
 };
 use tonic::{Request, Response, Status};
 
-use crate::decide::{Facts, Gateway};
+use crate::decide::{Facts, Gateway, Keep};
+use crate::generation::BUCKETS;
+
+/// How often a watcher looks for changed generations: the most a filter lags behind a change
+/// (plus delivery). Reading 1024 sums costs a few microseconds.
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 pub struct ResolveService {
     gateway: Arc<Gateway>,
@@ -21,7 +31,7 @@ pub fn server(gateway: Arc<Gateway>) -> ResolverServer<ResolveService> {
 }
 
 /// The wire form of a decision.
-pub fn reply(decision: Decision) -> ResolveReply {
+pub fn reply(decision: Decision, keep: Option<Keep>) -> ResolveReply {
     let outcome = match decision {
         Decision::Route { destination } => resolve_reply::Outcome::Route(Route { destination }),
         Decision::Forward(f) => resolve_reply::Outcome::Forward(Forward {
@@ -44,8 +54,64 @@ pub fn reply(decision: Decision) -> ResolveReply {
     };
     ResolveReply {
         outcome: Some(outcome),
+        cacheable: keep.and_then(cacheable),
     }
 }
+
+/// `None` when the key expires so soon that no cache could keep the answer at all.
+fn cacheable(keep: Keep) -> Option<Cacheable> {
+    let max_age_ms = match keep.until {
+        None => 0,
+        Some(until) => {
+            let left = until.duration_since(jiff::Timestamp::now()).as_millis();
+            u64::try_from(left).ok().filter(|&ms| ms > 0)?
+        }
+    };
+    Some(Cacheable {
+        bucket: keep.bucket,
+        generation: keep.generation,
+        max_age_ms,
+    })
+}
+
+/// The message that brings a watcher holding `held` up to `now`: every bucket the first time
+/// (`held` empty), then only the ones that moved; `None` when nothing did.
+fn changes(held: &[u64], now: &[u64]) -> Option<Generations> {
+    let reset = held.len() != now.len();
+    let (bucket, generation) = now
+        .iter()
+        .enumerate()
+        .filter(|&(b, g)| reset || held.get(b) != Some(g))
+        .map(|(b, &g)| (b as u32, g))
+        .unzip::<_, _, Vec<_>, Vec<_>>();
+    (reset || !bucket.is_empty()).then_some(Generations {
+        reset,
+        bucket,
+        generation,
+    })
+}
+
+/// Counts an open watcher in the metrics for as long as it lives.
+struct Watcher(Arc<Gateway>);
+
+impl Watcher {
+    fn new(gateway: Arc<Gateway>) -> Self {
+        gateway.metrics.generation_watchers(1);
+        Watcher(gateway)
+    }
+
+    fn now(&self) -> Vec<u64> {
+        (0..BUCKETS as u32).map(|b| self.0.generation(b)).collect()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.metrics.generation_watchers(-1);
+    }
+}
+
+type GenerationStream = Pin<Box<dyn Stream<Item = Result<Generations, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Resolver for ResolveService {
@@ -54,9 +120,9 @@ impl Resolver for ResolveService {
         request: Request<ResolveRequest>,
     ) -> Result<Response<ResolveReply>, Status> {
         let r = request.get_ref();
-        let decision = self
+        let (decision, keep) = self
             .gateway
-            .decide(Facts {
+            .decide_keeping(Facts {
                 api_key: &r.api_key,
                 sandbox_id: &r.sandbox_id,
                 port: r.port,
@@ -64,6 +130,77 @@ impl Resolver for ResolveService {
                 client: r.client_address.parse().ok(),
             })
             .await;
-        Ok(Response::new(reply(decision)))
+        Ok(Response::new(reply(decision, keep)))
+    }
+
+    type WatchGenerationsStream = GenerationStream;
+
+    async fn watch_generations(
+        &self,
+        _: Request<WatchGenerationsRequest>,
+    ) -> Result<Response<GenerationStream>, Status> {
+        let watcher = Watcher::new(Arc::clone(&self.gateway));
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stream = futures::stream::unfold(
+            (watcher, Vec::new(), tick),
+            |(watcher, mut held, mut tick)| async move {
+                loop {
+                    tick.tick().await;
+                    let now = watcher.now();
+                    let message = changes(&held, &now);
+                    held = now;
+                    if let Some(message) = message {
+                        return Some((Ok(message), (watcher, held, tick)));
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_hits(
+        &self,
+        request: Request<HitReport>,
+    ) -> Result<Response<HitReportReply>, Status> {
+        for h in &request.get_ref().hits {
+            self.gateway.record_hits(&h.sandbox_id, h.count);
+        }
+        Ok(Response::new(HitReportReply {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watcher_gets_everything_first_then_what_moved() {
+        let first = changes(&[], &[5, 6, 7]).unwrap();
+        assert!(first.reset);
+        assert_eq!(
+            (first.bucket, first.generation),
+            (vec![0, 1, 2], vec![5, 6, 7])
+        );
+        assert_eq!(changes(&[5, 6, 7], &[5, 6, 7]), None);
+        let moved = changes(&[5, 6, 7], &[5, 9, 7]).unwrap();
+        assert!(!moved.reset);
+        assert_eq!((moved.bucket, moved.generation), (vec![1], vec![9]));
+    }
+
+    #[test]
+    fn an_answer_is_kept_no_longer_than_its_key() {
+        let keep = |until| Keep {
+            bucket: 3,
+            generation: 9,
+            until,
+        };
+        let c = cacheable(keep(None)).unwrap();
+        assert_eq!((c.bucket, c.generation, c.max_age_ms), (3, 9, 0));
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let ms = cacheable(keep(Some(soon))).unwrap().max_age_ms;
+        assert!((59_000..=60_000).contains(&ms), "{ms}");
+        let past = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        assert_eq!(cacheable(keep(Some(past))), None);
     }
 }

@@ -25,6 +25,7 @@ use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
 use crate::clusters::ClusterStore;
 use crate::clusters::dns::DnsCache;
+use crate::generation;
 use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeyStore, Principal};
 use crate::metrics::Metrics;
@@ -65,10 +66,29 @@ pub struct Gateway {
     pub config: DecideConfig,
 }
 
+/// How long a filter's decision cache may keep an answer: until `bucket` moves past
+/// `generation`, and no longer than `until` (the key's expiry) when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub bucket: u32,
+    pub generation: u64,
+    pub until: Option<Timestamp>,
+}
+
 impl Gateway {
     pub async fn decide(&self, facts: Facts<'_>) -> Decision {
+        self.decide_keeping(facts).await.0
+    }
+
+    /// [`Gateway::decide`], and whether (and how long) the answer may be kept by a cache.
+    pub async fn decide_keeping(&self, facts: Facts<'_>) -> (Decision, Option<Keep>) {
         let started = Instant::now();
-        let decision = match self.decide_inner(facts).await {
+        // Read before deciding: a change made while deciding then always moves the generation
+        // past the one this answer carries.
+        let bucket = generation::bucket(self.local_id(facts.sandbox_id));
+        let generation = self.generation(bucket);
+        let mut until = None;
+        let decision = match self.decide_inner(facts, &mut until).await {
             Ok(decision) => decision,
             Err(deny) => Decision::Deny(deny),
         };
@@ -78,10 +98,55 @@ impl Gateway {
             Decision::Deny(d) => d.code.as_str(),
         };
         self.metrics.resolved(outcome, started.elapsed());
-        decision
+        let keep = keepable(&decision).then_some(Keep {
+            bucket,
+            generation,
+            until,
+        });
+        (decision, keep)
     }
 
-    async fn decide_inner(&self, facts: Facts<'_>) -> Result<Decision, Deny> {
+    /// The generation of a bucket: what every store a decision reads has seen change, plus
+    /// this process's epoch, so a restarted resolver never repeats an earlier generation.
+    pub fn generation(&self, bucket: u32) -> u64 {
+        [
+            generation::epoch(),
+            self.keys.generations.get(bucket),
+            self.clusters.generations.get(bucket),
+            self.routes.generations.get(bucket),
+            self.pods.generations.get(bucket),
+        ]
+        .into_iter()
+        .fold(0, u64::wrapping_add)
+    }
+
+    /// Requests a filter answered from its cache: they count as activity, as a resolved
+    /// request does. Ids that could never have been routed are ignored.
+    pub fn record_hits(&self, sandbox_id: &str, count: u64) {
+        if count == 0 || validate_sandbox_id(sandbox_id).is_err() {
+            return;
+        }
+        self.activity.touch(self.local_id(sandbox_id));
+        self.metrics.cache_hits(count);
+    }
+
+    /// The id the stores know `id` by: without this cluster's own prefix.
+    fn local_id<'a>(&self, id: &'a str) -> &'a str {
+        match split_cluster(id) {
+            SandboxRef {
+                cluster: Some(cluster),
+                id: local,
+            } if cluster == self.clusters.local() => local,
+            _ => id,
+        }
+    }
+
+    /// `until` learns the key's expiry once the key is known.
+    async fn decide_inner(
+        &self,
+        facts: Facts<'_>,
+        until: &mut Option<Timestamp>,
+    ) -> Result<Decision, Deny> {
         let id = validate_sandbox_id(facts.sandbox_id)?;
         let port = check_port(facts.port)?;
         self.key_failures.check(facts.client)?;
@@ -93,6 +158,7 @@ impl Gateway {
                     self.key_failures.failed(facts.client);
                 }
             })?;
+        *until = principal.expires_at();
         let id = match split_cluster(id) {
             SandboxRef { cluster: None, .. } => id,
             SandboxRef {
@@ -230,6 +296,20 @@ impl Gateway {
     }
 }
 
+/// Whether an answer may be kept for other requests with the same key, id and port. Not a
+/// forward (the peer gateway decides again, and a peer's address has its own lifetime), not an
+/// unavailable resolver, and not a refusal that depends on the client rather than the request.
+fn keepable(decision: &Decision) -> bool {
+    match decision {
+        Decision::Route { .. } => true,
+        Decision::Forward(_) => false,
+        Decision::Deny(d) => !matches!(
+            d.code,
+            DenyCode::ResolverUnavailable | DenyCode::TooManyKeyFailures
+        ),
+    }
+}
+
 /// Lower is better: Running with an IP, then Stopping with an IP, then the rest.
 fn preference(p: &PodView) -> u8 {
     match (p.phase, p.ip.is_some()) {
@@ -322,8 +402,18 @@ pub(crate) mod tests {
 
     impl Fixture {
         pub(crate) fn decision(&self, key: &str, id: &str, port: u32, forwarded: bool) -> Decision {
+            self.keeping(key, id, port, forwarded).0
+        }
+
+        fn keeping(
+            &self,
+            key: &str,
+            id: &str,
+            port: u32,
+            forwarded: bool,
+        ) -> (Decision, Option<Keep>) {
             // Nothing below awaits unless a peer's host needs DNS, which these tests avoid.
-            futures::executor::block_on(self.gw.decide(Facts {
+            futures::executor::block_on(self.gw.decide_keeping(Facts {
                 api_key: key,
                 sandbox_id: id,
                 port,
@@ -382,6 +472,73 @@ pub(crate) mod tests {
             f.decide("acme-key", &format!("nogw.{U}"), 80),
             Err(DenyCode::PeerUnavailable)
         );
+    }
+
+    #[test]
+    fn answers_say_how_a_cache_may_keep_them() {
+        let f = fixture(FALLBACK);
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.1"),
+        ));
+        let (d, keep) = f.keeping("acme-key", "sb", 80, false);
+        assert!(matches!(d, Decision::Route { .. }));
+        let keep = keep.expect("a route is kept");
+        assert_eq!(keep.bucket, generation::bucket("sb"));
+        assert_eq!(keep.generation, f.gw.generation(keep.bucket));
+        assert_eq!(keep.until, None);
+        let local = f.keeping("acme-key", &format!("home.{U}"), 80, false).1;
+        assert_eq!(local.map(|k| k.bucket), Some(generation::bucket(U)));
+        // A change to the sandbox's Pod moves the generation the next answer carries.
+        f.gw.pods
+            .apply(pod("acme", "p1", Some("sb"), Phase::Stopping, None));
+        let (_, later) = f.keeping("acme-key", "sb", 80, false);
+        assert_ne!(later.map(|k| k.generation), Some(keep.generation));
+        // Refusals about the request are kept; one about this client is not.
+        assert!(f.keeping("acme-key", "nope", 80, false).1.is_some());
+        assert!(f.keeping("wrong", "sb", 80, false).1.is_some());
+        for _ in 0..3 {
+            f.keeping("wrong", "sb", 80, false);
+        }
+        let (d, keep) = f.keeping("acme-key", "sb", 80, false);
+        assert!(matches!(d, Decision::Deny(d) if d.code == DenyCode::TooManyKeyFailures));
+        assert_eq!(keep, None);
+    }
+
+    #[test]
+    fn a_kept_answer_ends_with_its_key() {
+        let f = fixture(FALLBACK);
+        let expires: Timestamp = "2099-01-01T00:00:00Z".parse().unwrap();
+        f.gw.keys.set_source(
+            Source::KeysFile,
+            KeySet {
+                admins: vec![],
+                tenants: vec![TenantKey {
+                    digest: digest("short-key"),
+                    namespace: "acme".into(),
+                    expires_at: Some(expires),
+                }],
+            },
+        );
+        f.gw.pods.apply(pod(
+            "acme",
+            "p1",
+            Some("sb"),
+            Phase::Running,
+            Some("10.0.0.1"),
+        ));
+        let keep = f.keeping("short-key", "sb", 80, false).1;
+        assert_eq!(keep.and_then(|k| k.until), Some(expires));
+        let forward_cfg = "clusters:\n- {id: c2, gateway: {dataURL: 'http://127.0.0.5:80'}}";
+        f.gw.clusters
+            .apply(crate::clusters::Source::File, forward_cfg)
+            .unwrap();
+        let (d, keep) = f.keeping("short-key", &format!("c2.{U}"), 80, false);
+        assert!(matches!(d, Decision::Forward(_)));
+        assert_eq!(keep, None, "a forward is decided again by the peer");
     }
 
     #[test]

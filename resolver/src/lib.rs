@@ -16,6 +16,7 @@ pub mod control;
 pub mod ctl;
 pub mod decide;
 pub mod extproc;
+pub mod generation;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -48,6 +48,8 @@ pub struct Metrics {
     cluster_config_updates: Family<ConfigLabels, Counter>,
     peer_clusters: Gauge,
     annotation_writes: Family<StreamLabels, Counter>,
+    cache_hits: Counter,
+    generation_watchers: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,8 +108,22 @@ impl Default for Metrics {
             "last-active annotation writes onto Pods, by result (written, conflict, failed, deferred)",
             annotation_writes.clone(),
         );
+        let cache_hits = Counter::default();
+        registry.register(
+            "filter_cache_hits",
+            "Requests the filters answered from their decision caches, as they reported them",
+            cache_hits.clone(),
+        );
+        let generation_watchers = Gauge::default();
+        registry.register(
+            "generation_watchers",
+            "Open WatchGenerations streams (one per filter VM with its cache on)",
+            generation_watchers.clone(),
+        );
         Metrics {
             registry,
+            cache_hits,
+            generation_watchers,
             annotation_writes,
             cluster_config_updates,
             peer_clusters,
@@ -153,6 +169,15 @@ impl Metrics {
         self.annotation_writes
             .get_or_create(&StreamLabels { result })
             .inc();
+    }
+
+    pub fn cache_hits(&self, n: u64) {
+        self.cache_hits.inc_by(n);
+    }
+
+    /// +1 when a watcher opens, -1 when it goes.
+    pub fn generation_watchers(&self, delta: i64) {
+        self.generation_watchers.inc_by(delta);
     }
 
     pub fn set_peer_clusters(&self, n: usize) {

@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use sandgate_core::{HOP_HEADER, PeerUpstream, UPSTREAM_HEADER};
 use serde::Deserialize;
 
+use crate::generation::Generations;
 use crate::metrics::Metrics;
 
 /// The document, as agentbox writes it. Unknown fields are ignored: the ConfigMap carries
@@ -288,6 +289,8 @@ pub struct ClusterStore {
     local: String,
     current: ArcSwap<ClusterConfig>,
     metrics: Arc<Metrics>,
+    /// Bumped (all at once) by every replacement.
+    pub generations: Generations,
 }
 
 impl ClusterStore {
@@ -297,6 +300,7 @@ impl ClusterStore {
             local: local.into(),
             current: ArcSwap::from_pointee(ClusterConfig::default()),
             metrics,
+            generations: Generations::default(),
         }
     }
 
@@ -328,6 +332,7 @@ impl ClusterStore {
         let n = config.peers.len();
         self.metrics.set_peer_clusters(n);
         self.current.store(Arc::new(config));
+        self.generations.bump_all();
         tracing::info!(
             source = source.as_str(),
             peers = n,

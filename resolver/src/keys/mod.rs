@@ -19,6 +19,8 @@ use sandgate_core::{Deny, DenyCode};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::generation::Generations;
+
 pub type Digest = [u8; 32];
 
 pub fn digest(key: &str) -> Digest {
@@ -36,14 +38,25 @@ pub fn parse_digest(hex_text: &str) -> Option<Digest> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Tenant { namespace: Arc<str> },
+    Tenant {
+        namespace: Arc<str>,
+        /// When the key stops working; a kept answer must not outlive it.
+        expires_at: Option<Timestamp>,
+    },
 }
 
 impl Principal {
+    pub fn expires_at(&self) -> Option<Timestamp> {
+        match self {
+            Principal::Admin => None,
+            Principal::Tenant { expires_at, .. } => *expires_at,
+        }
+    }
+
     pub fn may_reach(&self, namespace: &str) -> bool {
         match self {
             Principal::Admin => true,
-            Principal::Tenant { namespace: own } => **own == *namespace,
+            Principal::Tenant { namespace: own, .. } => **own == *namespace,
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct KeyStore {
     sources: Mutex<BTreeMap<Source, KeySet>>,
     merged: ArcSwap<Merged>,
     auth_disabled: bool,
+    /// Bumped (all at once) by every change of the keys.
+    pub generations: Generations,
 }
 
 impl KeyStore {
@@ -91,6 +106,7 @@ impl KeyStore {
             sources: Mutex::new(BTreeMap::new()),
             merged: ArcSwap::from_pointee(Merged::default()),
             auth_disabled,
+            generations: Generations::default(),
         }
     }
 
@@ -109,6 +125,7 @@ impl KeyStore {
             }
         }
         self.merged.store(Arc::new(merged));
+        self.generations.bump_all();
     }
 
     /// (admin keys, tenant keys) currently held, for metrics and logs.
@@ -153,6 +170,7 @@ impl KeyStore {
             )),
             Some(t) => Ok(Principal::Tenant {
                 namespace: Arc::clone(&t.namespace),
+                expires_at: t.expires_at,
             }),
             None => Err(Deny::new(
                 DenyCode::InvalidApiKey,
@@ -213,13 +231,15 @@ mod tests {
         assert_eq!(
             s.authenticate("k-acme", now()),
             Ok(Principal::Tenant {
-                namespace: "acme".into()
+                namespace: "acme".into(),
+                expires_at: None,
             })
         );
         assert_eq!(
             s.authenticate("k-later", now()),
             Ok(Principal::Tenant {
-                namespace: "globex".into()
+                namespace: "globex".into(),
+                expires_at: Some("2027-01-01T00:00:00Z".parse().unwrap()),
             })
         );
         let code = |k| s.authenticate(k, now()).unwrap_err().code;
@@ -253,6 +273,7 @@ mod tests {
     fn tenant_reach() {
         let t = Principal::Tenant {
             namespace: "acme".into(),
+            expires_at: None,
         };
         assert!(t.may_reach("acme"));
         assert!(!t.may_reach("globex"));

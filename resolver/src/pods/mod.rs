@@ -18,6 +18,8 @@ use jiff::Timestamp;
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
+use crate::generation::Generations;
+
 /// Label and annotation keys routing reads. Defaults match the agentbox controller.
 #[derive(Debug, Clone)]
 pub struct PodKeys {
@@ -88,6 +90,26 @@ pub struct PodView {
     pub last_active: Option<Timestamp>,
     /// Parsed resourceVersion; 0 when the source has none (static inventory).
     pub resource_version: u64,
+}
+
+impl PodView {
+    /// Whether a decision could tell `self` from `other`: everything but the activity and the
+    /// resourceVersion. A last-active write changes neither routing nor any kept answer.
+    pub fn routes_like(&self, other: &PodView) -> bool {
+        (
+            &self.uid,
+            &self.sandbox_id,
+            self.phase,
+            self.ip,
+            &self.armed_for,
+        ) == (
+            &other.uid,
+            &other.sandbox_id,
+            other.phase,
+            other.ip,
+            &other.armed_for,
+        )
+    }
 }
 
 /// The raw facts a source has about one Pod, borrowed from whatever it decoded.
@@ -235,6 +257,8 @@ pub struct PodStore {
     /// When the source last lost its stream after having synced; `None` while in sync (or
     /// before the first sync).
     lost_at: parking_lot::Mutex<Option<std::time::Instant>>,
+    /// Bumped per sandbox id a change touches (the old id and the new one).
+    pub generations: Generations,
 }
 
 impl Default for PodStore {
@@ -244,6 +268,7 @@ impl Default for PodStore {
             synced: AtomicBool::new(false),
             synced_tx: watch::channel(false).0,
             lost_at: parking_lot::Mutex::new(None),
+            generations: Generations::default(),
         }
     }
 }
@@ -268,7 +293,8 @@ impl PodStore {
     /// stale and ignored. A newer object with another UID is a re-created Pod and replaces it.
     pub fn apply(&self, pod: PodView) -> Applied {
         let mut maps = self.maps.write();
-        if let Some(old) = maps.get(&pod.namespace, &pod.name) {
+        let old = maps.get(&pod.namespace, &pod.name).cloned();
+        if let Some(old) = &old {
             let same = old.uid == pod.uid;
             if pod.resource_version != 0
                 && (pod.resource_version < old.resource_version
@@ -277,7 +303,15 @@ impl PodStore {
                 return Applied::Stale;
             }
         }
-        maps.insert(Arc::new(pod));
+        let pod = Arc::new(pod);
+        maps.insert(Arc::clone(&pod));
+        if !old.as_deref().is_some_and(|old| old.routes_like(&pod)) {
+            let old_id = old.as_deref().and_then(|o| o.sandbox_id.as_deref());
+            let new_id = pod.sandbox_id.as_deref().filter(|&id| Some(id) != old_id);
+            for id in [old_id, new_id].into_iter().flatten() {
+                self.generations.bump(id);
+            }
+        }
         Applied::Stored
     }
 
@@ -287,7 +321,11 @@ impl PodStore {
         let mut maps = self.maps.write();
         match maps.get(namespace, name) {
             Some(old) if *old.uid == *uid => {
+                let id = old.sandbox_id.clone();
                 maps.remove(namespace, name);
+                if let Some(id) = id {
+                    self.generations.bump(&id);
+                }
                 Applied::Stored
             }
             _ => Applied::Fenced,
@@ -307,6 +345,7 @@ impl PodStore {
             }
         }
         *self.maps.write() = next;
+        self.generations.bump_all();
         self.mark_synced();
     }
 
@@ -454,6 +493,41 @@ mod tests {
         assert_eq!(s.delete("ns", "p1", "u1"), Applied::Stored);
         assert!(s.by_sandbox("b").is_empty());
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn changes_move_the_generations_of_the_ids_they_touch() {
+        use crate::generation::bucket;
+        let s = PodStore::default();
+        let g = |id| s.generations.get(bucket(id));
+        assert_ne!(
+            bucket("a"),
+            bucket("b"),
+            "test ids must fall in different buckets"
+        );
+        s.apply(view("u1", "p1", Some("a"), 1));
+        assert_eq!((g("a"), g("b")), (1, 0));
+        // Activity and resourceVersion alone: no decision changes, no kept answer is dropped.
+        s.apply(PodView {
+            last_active: Some(Timestamp::now()),
+            ..view("u1", "p1", Some("a"), 2)
+        });
+        assert_eq!((g("a"), g("b")), (1, 0));
+        s.apply(view("u1", "p1", Some("b"), 3));
+        assert_eq!(
+            (g("a"), g("b")),
+            (2, 1),
+            "relabel: the old id and the new one"
+        );
+        s.apply(PodView {
+            phase: Phase::Stopping,
+            ..view("u1", "p1", Some("b"), 4)
+        });
+        assert_eq!(g("b"), 2, "one bump for one id");
+        s.delete("ns", "p1", "u1");
+        assert_eq!((g("a"), g("b")), (2, 3));
+        s.replace_all([]);
+        assert_eq!((g("a"), g("b")), (3, 4), "a full list may change anything");
     }
 
     #[test]
