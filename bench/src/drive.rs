@@ -367,6 +367,7 @@ async fn through_envoy(
                     callout_timeout: Duration::from_secs(1),
                     fail_closed: true,
                     peer_ca: None,
+                    cache_ttl: None,
                 })
                 .await
             }

@@ -40,7 +40,20 @@ pub enum Entry {
     ExtProc,
 }
 
+/// The filter's decision-cache TTL as envoy.yaml ships it (the replacement below insists the
+/// file says so).
+pub const SHIPPED_CACHE_TTL: Duration = Duration::from_millis(500);
+
 impl Entry {
+    /// How long this entry may answer from what it kept once the resolver is gone: the
+    /// filter's cache TTL; ext_proc keeps nothing.
+    pub fn staleness(self) -> Duration {
+        match self {
+            Entry::Wasm => SHIPPED_CACHE_TTL,
+            Entry::ExtProc => Duration::ZERO,
+        }
+    }
+
     /// The shipped configuration, relative to the repository root.
     pub fn config_file(self) -> &'static str {
         match self {
@@ -64,6 +77,8 @@ pub struct EnvoyOptions {
     pub fail_closed: bool,
     /// Replaces the CA file peer gateways' certificates are verified against.
     pub peer_ca: Option<PathBuf>,
+    /// Replaces the filter's decision-cache `ttl_ms` (0: off); `None` keeps the shipped one.
+    pub cache_ttl: Option<Duration>,
 }
 
 pub struct Envoy {
@@ -123,6 +138,12 @@ impl Envoy {
                         format!("\"fail_closed\": {}", opts.fail_closed),
                     ),
                 ]);
+                if let Some(ttl) = opts.cache_ttl {
+                    replacements.push((
+                        "\"cache\": {\"ttl_ms\": 500}",
+                        format!("\"cache\": {{\"ttl_ms\": {}}}", ttl.as_millis()),
+                    ));
+                }
             }
             Entry::ExtProc => {
                 replacements.extend([

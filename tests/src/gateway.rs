@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::echo::Identity;
 pub use crate::envoy::Entry;
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::fixtures::pod;
@@ -38,19 +39,31 @@ impl Gateway {
 
     /// With the entry failing closed (503) or open as given.
     pub async fn start_with(entry: Entry, fail_closed: bool) -> Gateway {
-        Self::launch(entry, fail_closed, &[], None).await
+        Self::launch(entry, fail_closed, &[], None, None).await
+    }
+
+    /// The wasm entry with the filter's decision cache kept for `ttl` (0: off).
+    pub async fn start_cached(ttl: Duration) -> Gateway {
+        Self::launch(Entry::Wasm, true, &[], None, Some(ttl)).await
     }
 
     /// With extra resolver flags.
     pub async fn start_args(entry: Entry, resolver_args: &[&str]) -> Gateway {
-        Self::launch(entry, true, resolver_args, None).await
+        Self::launch(entry, true, resolver_args, None, None).await
     }
 
     /// One cluster of several: the resolver knows itself as `cluster_id`, and Envoy verifies
     /// peer gateways' certificates against `peer_ca`.
     pub async fn start_cluster(entry: Entry, cluster_id: &str, peer_ca: &Path) -> Gateway {
         let id = format!("--cluster-id={cluster_id}");
-        Self::launch(entry, true, &[id.as_str()], Some(peer_ca.to_path_buf())).await
+        Self::launch(
+            entry,
+            true,
+            &[id.as_str()],
+            Some(peer_ca.to_path_buf()),
+            None,
+        )
+        .await
     }
 
     async fn launch(
@@ -58,6 +71,7 @@ impl Gateway {
         fail_closed: bool,
         resolver_args: &[&str],
         peer_ca: Option<PathBuf>,
+        cache_ttl: Option<Duration>,
     ) -> Gateway {
         let kube = KubeStack::start(resolver_args).await;
         let envoy_options = EnvoyOptions {
@@ -67,6 +81,7 @@ impl Gateway {
             callout_timeout: TEST_CALLOUT_TIMEOUT,
             fail_closed,
             peer_ca,
+            cache_ttl,
         };
         let envoy = Envoy::start(&envoy_options).await;
         Gateway {
@@ -107,14 +122,18 @@ impl Gateway {
 
     /// Starts an echo server reporting itself as `sandbox` on `ip`:<random port>.
     pub async fn echo(&mut self, sandbox: &str, ip: &str) -> u16 {
+        self.echo_as(Identity::new(sandbox), ip).await
+    }
+
+    /// Starts an echo server on `ip`:<random port> that reports whatever `identity` says.
+    pub async fn echo_as(&mut self, identity: Identity, ip: &str) -> u16 {
         let ip: IpAddr = ip.parse().expect("loopback ip");
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0))
             .await
             .expect("bind echo upstream");
         let port = listener.local_addr().expect("echo addr").port();
-        let id = sandbox.to_string();
         self.upstreams.push(tokio::spawn(async move {
-            let _ = crate::echo::serve(listener, id).await;
+            let _ = crate::echo::serve_as(listener, identity).await;
         }));
         port
     }

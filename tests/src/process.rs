@@ -243,6 +243,15 @@ impl Resolver {
             .await
             .expect("HTTP GET")
     }
+
+    /// The value of one metric series (name with its labels, as exposed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let (_, text) = self.http_get("/metrics", None).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
 }
 
 impl Drop for Resolver {

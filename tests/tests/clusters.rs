@@ -29,14 +29,9 @@ async fn forwards_to(resolver: &Resolver, want: &str) {
 
 /// How many updates from `source` were `result`, from the resolver's metrics.
 async fn updates(resolver: &Resolver, source: &str, result: &str) -> u64 {
-    let (_, text) = resolver.http_get("/metrics", None).await;
-    let series = format!(
-        "sandgate_cluster_config_updates_total{{source=\"{source}\",result=\"{result}\"}} "
-    );
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series =
+        format!("sandgate_cluster_config_updates_total{{source=\"{source}\",result=\"{result}\"}}");
+    resolver.metric(&series).await
 }
 
 async fn until_updates(resolver: &Resolver, source: &str, result: &str, n: u64) {

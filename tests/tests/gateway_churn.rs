@@ -295,6 +295,17 @@ async fn no_request_reaches_a_pod_serving_another_sandbox(entry: Entry) {
          {reassignments} re-assignments",
         started.elapsed().as_secs_f64()
     );
+    let hits = gw
+        .kube
+        .resolver
+        .metric("sandgate_filter_cache_hits_total")
+        .await;
+    println!("  decision-cache hits reported by the filter: {hits}");
+    if entry == Entry::Wasm {
+        // The shipped filter keeps answers: the run must have used them, or it proves nothing
+        // about the cache.
+        assert!(hits > 0, "the wasm entry never answered from its cache");
+    }
     let examples = shared.examples.lock().join("\n");
     assert_eq!(misroutes, 0, "misroutes:\n{examples}");
     assert_eq!(other, 0, "unexpected answers:\n{examples}");

@@ -85,6 +85,7 @@ async fn a_resolver_restart_fails_requests_only_while_it_is_down(entry: Entry) {
 
     phase.store(DOWN, Ordering::SeqCst);
     gw.kube.resolver.kill().await;
+    let killed_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let back_at = Instant::now();
     phase.store(BACK, Ordering::SeqCst);
@@ -107,6 +108,11 @@ async fn a_resolver_restart_fails_requests_only_while_it_is_down(entry: Entry) {
         assert_eq!(s.status, 200, "before the fault: {} {}", s.status, s.code);
     }
     for s in wholly(DOWN) {
+        // The filter may still answer from its cache until its stream notices the resolver
+        // is gone, and never after the cache TTL.
+        if s.status == 200 && s.at - s.took < killed_at + entry.staleness() {
+            continue;
+        }
         assert_eq!((s.status, s.code.as_str()), (503, "resolver_unavailable"));
         assert!(
             s.took < TEST_CALLOUT_TIMEOUT + Duration::from_secs(2),

@@ -49,19 +49,13 @@ async fn metrics_count_outcomes_and_informer_events() {
     );
     // resolve_until may itself have seen "not found" while the Pod was on its way: count the
     // one refusal made here as a difference.
-    let not_found = r#"sandgate_resolves_total{outcome="sandbox_not_found"} "#;
-    let count = |text: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(not_found))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let before = count(&s.resolver.http_get("/metrics", None).await.1);
+    let not_found = r#"sandgate_resolves_total{outcome="sandbox_not_found"}"#;
+    let before = s.resolver.metric(not_found).await;
     s.resolver.resolve(ADMIN_KEY, "nobody", 80).await;
     s.control().await.push("sb", "acme", "p").await.unwrap();
     let (status, text) = s.resolver.http_get("/metrics", None).await;
     assert_eq!(status, 200);
-    assert_eq!(count(&text), before + 1, "{text}");
+    assert_eq!(s.resolver.metric(not_found).await, before + 1, "{text}");
     for needle in [
         r#"sandgate_resolves_total{outcome="route"}"#,
         r#"sandgate_informer_events_total{resource="pods",event="apply"}"#,

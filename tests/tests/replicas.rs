@@ -23,6 +23,7 @@ async fn envoy_for(resolver: std::net::SocketAddr) -> Envoy {
         callout_timeout: Duration::from_secs(1),
         fail_closed: true,
         peer_ca: None,
+        cache_ttl: None,
     })
     .await
 }
