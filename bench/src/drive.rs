@@ -78,14 +78,19 @@ pub struct RunArgs {
 }
 
 /// The HTTP configurations, in the order of every round.
-pub const CONFIGS: [&str; 6] = [
+pub const CONFIGS: [&str; 7] = [
     "direct",
     "noop_wasm",
     "null_wasm",
     "null_extproc",
     "wasm",
+    "wasm_uncached",
     "extproc",
 ];
+
+/// The resolver's series that tell how the cached wasm entry was answered.
+const HITS: &str = "sandgate_filter_cache_hits_total";
+const ROUTED: &str = "sandgate_resolves_total{outcome=\"route\"}";
 
 pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> {
     let root = repo_root();
@@ -100,7 +105,7 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
     let pin = cpus >= 2 && which("taskset");
 
     println!("== HTTP through Envoy ({} round(s))", plan.rounds);
-    let http = through_envoy(&plan, &args, &bins, dir.path()).await?;
+    let (http, cache_hit_rate) = through_envoy(&plan, &args, &bins, dir.path()).await?;
     println!("== the resolver alone (pinned to one core: {pin})");
     let alone = resolver_alone(&plan, &bins, dir.path(), pin).await?;
     println!("== informer scale");
@@ -111,6 +116,7 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
         &plan,
         report::Machine::read(cpus, &args.wrk),
         http,
+        cache_hit_rate,
         alone,
         informer,
         criterion,
@@ -232,8 +238,8 @@ impl ResolverProc {
         Ok(kb * 1024)
     }
 
-    /// A gauge from /metrics, e.g. `sandgate_pods`.
-    async fn gauge(&self, name: &str) -> anyhow::Result<f64> {
+    /// A series from /metrics, e.g. `sandgate_pods`.
+    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let (_, text) = http::get(self.http, "/metrics", None).await?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -319,13 +325,14 @@ fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
 }
 
 /// One Envoy per configuration, all started before the first round so every round measures
-/// the same processes.
+/// the same processes. Also returns the share of the cached wasm entry's requests (warm-ups
+/// included) its filter answered from the cache.
 async fn through_envoy(
     plan: &Plan,
     args: &RunArgs,
     bins: &Path,
     dir: &Path,
-) -> anyhow::Result<BTreeMap<&'static str, Vec<Run>>> {
+) -> anyhow::Result<(BTreeMap<&'static str, Vec<Run>>, f64)> {
     let root = repo_root();
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_port = upstream.local_addr()?.port();
@@ -355,19 +362,20 @@ async fn through_envoy(
     let mut envoys = Vec::new();
     for config in CONFIGS {
         let envoy = match config {
-            "wasm" | "extproc" => {
+            "wasm" | "wasm_uncached" | "extproc" => {
                 Envoy::start(&EnvoyOptions {
-                    entry: if config == "wasm" {
-                        Entry::Wasm
-                    } else {
+                    entry: if config == "extproc" {
                         Entry::ExtProc
+                    } else {
+                        Entry::Wasm
                     },
                     resolver: resolver.grpc,
                     activity_interval: Duration::from_secs(30),
                     callout_timeout: Duration::from_secs(1),
                     fail_closed: true,
                     peer_ca: None,
-                    cache_ttl: None,
+                    // The shipped cache for `wasm`; none for `wasm_uncached`.
+                    cache_ttl: (config == "wasm_uncached").then_some(Duration::ZERO),
                 })
                 .await
             }
@@ -401,7 +409,7 @@ async fn through_envoy(
         ensure!(r.status == 200, "{config}: {} {}", r.status, r.body);
         let echo = r.json();
         ensure!(echo["sandbox"] == SANDBOX, "{config}: {}", r.body);
-        if matches!(*config, "wasm" | "extproc") {
+        if matches!(*config, "wasm" | "wasm_uncached" | "extproc") {
             ensure!(
                 echo["path"] == "/" && echo["headers"].get("x-api-key").is_none(),
                 "{config}: {}",
@@ -417,8 +425,15 @@ async fn through_envoy(
         connections: plan.connections,
     };
     let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
+    let (mut hits, mut resolved) = (0.0, 0.0);
     for round in 1..=plan.rounds {
         for (config, envoy) in &envoys {
+            let cached = *config == "wasm";
+            let before = if cached {
+                (resolver.metric(HITS).await?, resolver.metric(ROUTED).await?)
+            } else {
+                (0.0, 0.0)
+            };
             wrk.run(envoy.addr, &path, &headers, plan.warmup)
                 .await
                 .with_context(|| format!("{config} warm-up"))?;
@@ -426,6 +441,12 @@ async fn through_envoy(
                 .run(envoy.addr, &path, &headers, plan.measure)
                 .await
                 .with_context(|| config.to_string())?;
+            if cached {
+                // The filter reports its hits once a second: wait for the last report.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                hits += resolver.metric(HITS).await? - before.0;
+                resolved += resolver.metric(ROUTED).await? - before.1;
+            }
             println!(
                 "round {round} {config:>12}: {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
                 run.rps, run.p50_ms, run.p99_ms
@@ -433,7 +454,11 @@ async fn through_envoy(
             runs.entry(config).or_default().push(run);
         }
     }
-    Ok(runs)
+    let hit_rate = hits / (hits + resolved);
+    println!(
+        "cache hit rate of the cached wasm entry: {hit_rate:.4} ({hits} hits, {resolved} resolved)"
+    );
+    Ok((runs, hit_rate))
 }
 
 /// Resolve and PushRoute calls per second, the resolver on one core and the caller on the
@@ -531,7 +556,7 @@ async fn informer_scale(
             pin.then_some(0),
         )?;
         let sync = resolver.ready(started, Duration::from_secs(300)).await?;
-        let held = resolver.gauge("sandgate_pods").await?;
+        let held = resolver.metric("sandgate_pods").await?;
         ensure!(
             held as usize == n,
             "resolver holds {held} Pods, the emulator {n}"

@@ -159,6 +159,7 @@ pub struct Report {
     date: String,
     machine: Machine,
     http: BTreeMap<&'static str, Vec<Run>>,
+    cache_hit_rate: f64,
     alone: Alone,
     informer: Vec<Informer>,
     criterion: BTreeMap<&'static str, Option<f64>>,
@@ -192,7 +193,9 @@ fn count_label(n: usize) -> String {
 }
 
 /// The targets: (key, goal, higher is better).
-const TARGETS: [(&str, f64, bool); 5] = [
+const TARGETS: [(&str, f64, bool); 7] = [
+    ("ratio_to_noop_filter_cached", 0.90, true),
+    ("p99_added_ms_cached", 0.5, false),
     ("ratio_to_null_wasm", 0.90, true),
     ("ratio_to_null_extproc", 0.90, true),
     ("resolve_rps_1core", 50_000.0, true),
@@ -205,6 +208,7 @@ impl Report {
         plan: &Plan,
         machine: Machine,
         http: BTreeMap<&'static str, Vec<Run>>,
+        cache_hit_rate: f64,
         alone: Alone,
         informer: Vec<Informer>,
         criterion: BTreeMap<&'static str, Option<f64>>,
@@ -221,6 +225,7 @@ impl Report {
                 .unwrap_or_default(),
             machine,
             http,
+            cache_hit_rate,
             alone,
             informer,
             criterion,
@@ -246,8 +251,9 @@ impl Report {
         self.per_round(a, b, |x, y| x.rps / y.rps)
     }
 
-    fn p99_added(&self, a: &str) -> f64 {
-        self.per_round(a, "direct", |x, y| x.p99_ms - y.p99_ms)
+    /// p99 of `a` over `b`'s in the same round, ms.
+    fn p99_added(&self, a: &str, b: &str) -> f64 {
+        self.per_round(a, b, |x, y| x.p99_ms - y.p99_ms)
     }
 
     /// Every headline number by its report key.
@@ -257,8 +263,32 @@ impl Report {
             k.insert(key.to_string(), v.is_finite().then_some(v));
         };
         put("throughput_ratio_wasm", self.ratio("wasm", "direct"));
+        put(
+            "throughput_ratio_wasm_uncached",
+            self.ratio("wasm_uncached", "direct"),
+        );
         put("throughput_ratio_extproc", self.ratio("extproc", "direct"));
-        put("ratio_to_null_wasm", self.ratio("wasm", "null_wasm"));
+        // The decision cache against its ceiling, a wasm filter that does nothing; cache off
+        // beside it.
+        put(
+            "ratio_to_noop_filter_cached",
+            self.ratio("wasm", "noop_wasm"),
+        );
+        put("p99_added_ms_cached", self.p99_added("wasm", "noop_wasm"));
+        put(
+            "ratio_to_noop_filter_uncached",
+            self.ratio("wasm_uncached", "noop_wasm"),
+        );
+        put(
+            "p99_added_ms_uncached",
+            self.p99_added("wasm_uncached", "noop_wasm"),
+        );
+        put("cache_hit_rate", self.cache_hit_rate);
+        // The round trip against the do-nothing callout: the path every cache miss takes.
+        put(
+            "ratio_to_null_wasm",
+            self.ratio("wasm_uncached", "null_wasm"),
+        );
         put(
             "ratio_to_null_extproc",
             self.ratio("extproc", "null_extproc"),
@@ -272,10 +302,18 @@ impl Report {
             "ratio_null_extproc_to_direct",
             self.ratio("null_extproc", "direct"),
         );
-        put("p99_added_ms_wasm", self.p99_added("wasm"));
-        put("p99_added_ms_extproc", self.p99_added("extproc"));
-        put("p99_added_ms_null_wasm", self.p99_added("null_wasm"));
-        put("p99_added_ms_null_extproc", self.p99_added("null_extproc"));
+        for config in [
+            "wasm",
+            "wasm_uncached",
+            "extproc",
+            "null_wasm",
+            "null_extproc",
+        ] {
+            put(
+                &format!("p99_added_ms_{config}"),
+                self.p99_added(config, "direct"),
+            );
+        }
         put("resolve_rps_1core", self.alone.resolve_rps);
         put("push_rps_1core", self.alone.push_rps);
         if let (Some(empty), Some(largest)) = (self.informer.first(), self.informer.last()) {
@@ -388,7 +426,7 @@ impl Report {
                 self.ratio(config, "direct")
             );
         }
-        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver.\n\n";
+        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver; `wasm` with its decision cache as shipped, `wasm_uncached` with `cache.ttl_ms: 0`. `*_cached` / `*_uncached` keys compare against `noop_wasm`; `ratio_to_null_wasm` is the uncached entry against the do-nothing callout.\n\n";
         s += "| target | measured | goal | |\n|---|---:|---:|---|\n";
         for (key, goal, higher) in TARGETS {
             let v = keys.get(key).copied().flatten();
@@ -456,6 +494,7 @@ mod tests {
                 wrk: String::new(),
             },
             http: http.iter().cloned().collect(),
+            cache_hit_rate: 0.99,
             alone: Alone {
                 pinned: true,
                 resolve_rps: 60_000.0,
@@ -487,8 +526,10 @@ mod tests {
         let r = report(
             &[
                 ("direct", vec![run(1000.0, 2.0), run(2000.0, 1.0)]),
+                ("noop_wasm", vec![run(800.0, 2.5), run(1600.0, 1.5)]),
                 ("null_wasm", vec![run(600.0, 3.0), run(1200.0, 2.0)]),
-                ("wasm", vec![run(500.0, 4.0), run(1000.0, 2.0)]),
+                ("wasm", vec![run(760.0, 2.75), run(1520.0, 1.75)]),
+                ("wasm_uncached", vec![run(500.0, 4.0), run(1000.0, 2.0)]),
             ],
             vec![
                 Informer {
@@ -504,9 +545,13 @@ mod tests {
             ],
         );
         let k = r.keys();
-        assert_eq!(k["throughput_ratio_wasm"], Some(0.5));
+        assert_eq!(k["throughput_ratio_wasm_uncached"], Some(0.5));
         assert_eq!(k["ratio_to_null_wasm"], Some(500.0 / 600.0));
-        assert_eq!(k["p99_added_ms_wasm"], Some(1.5));
+        assert_eq!(k["p99_added_ms_wasm_uncached"], Some(1.5));
+        assert_eq!(k["ratio_to_noop_filter_cached"], Some(0.95));
+        assert_eq!(k["p99_added_ms_cached"], Some(0.25));
+        assert_eq!(k["ratio_to_noop_filter_uncached"], Some(0.625));
+        assert_eq!(k["cache_hit_rate"], Some(0.99));
         assert_eq!(k["informer_bytes_per_pod"], Some(2000.0));
         assert_eq!(k["informer_sync_s_1k"], Some(0.2));
         // Nothing measured for ext_proc: no number, not a zero.
@@ -515,6 +560,8 @@ mod tests {
         let targets = json["targets"].as_array().unwrap();
         let met = |key: &str| targets.iter().find(|t| t["key"] == key).unwrap()["met"].clone();
         assert_eq!(met("resolve_rps_1core"), json!(true));
+        assert_eq!(met("ratio_to_noop_filter_cached"), json!(true));
+        assert_eq!(met("p99_added_ms_cached"), json!(true));
         assert_eq!(met("cache_get_ns_1m"), json!(false));
         assert_eq!(met("ratio_to_null_extproc"), Value::Null);
         assert!(
