@@ -405,6 +405,13 @@ pub(crate) mod tests {
             self.keeping(key, id, port, forwarded).0
         }
 
+        /// A running Pod `acme/name` serving `id` at `ip`.
+        fn running(&self, name: &str, id: &str, ip: &str) {
+            self.gw
+                .pods
+                .apply(pod("acme", name, Some(id), Phase::Running, Some(ip)));
+        }
+
         fn keeping(
             &self,
             key: &str,
@@ -477,13 +484,7 @@ pub(crate) mod tests {
     #[test]
     fn answers_say_how_a_cache_may_keep_them() {
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.1"),
-        ));
+        f.running("p1", "sb", "10.0.0.1");
         let (d, keep) = f.keeping("acme-key", "sb", 80, false);
         assert!(matches!(d, Decision::Route { .. }));
         let keep = keep.expect("a route is kept");
@@ -523,13 +524,7 @@ pub(crate) mod tests {
                 }],
             },
         );
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.1"),
-        ));
+        f.running("p1", "sb", "10.0.0.1");
         let keep = f.keeping("short-key", "sb", 80, false).1;
         assert_eq!(keep.and_then(|k| k.until), Some(expires));
         let forward_cfg = "clusters:\n- {id: c2, gateway: {dataURL: 'http://127.0.0.5:80'}}";
@@ -544,13 +539,7 @@ pub(crate) mod tests {
     #[test]
     fn invalid_keys_are_limited_per_client_and_then_valid_ones_too() {
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.7"),
-        ));
+        f.running("p1", "sb", "10.0.0.7");
         for _ in 0..3 {
             assert_eq!(f.decide("guess", "sb", 80), Err(DenyCode::InvalidApiKey));
         }
@@ -578,8 +567,7 @@ pub(crate) mod tests {
     #[test]
     fn the_local_prefix_is_stripped_before_lookup() {
         let f = fixture(FALLBACK);
-        f.gw.pods
-            .apply(pod("acme", "p1", Some(U), Phase::Running, Some("10.0.0.7")));
+        f.running("p1", U, "10.0.0.7");
         assert_eq!(
             f.decide("acme-key", &format!("home.{U}"), 80),
             Ok("10.0.0.7:80".into())
@@ -606,13 +594,7 @@ pub(crate) mod tests {
     #[test]
     fn routes_by_push_and_by_index() {
         let f = fixture(DecideConfig::default());
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.7"),
-        ));
+        f.running("p1", "sb", "10.0.0.7");
         assert_eq!(
             f.decide("acme-key", "sb", 8080),
             Err(DenyCode::SandboxNotFound)
@@ -625,13 +607,7 @@ pub(crate) mod tests {
         );
 
         let f = fixture(FALLBACK);
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("fd00::7"),
-        ));
+        f.running("p1", "sb", "fd00::7");
         assert_eq!(f.decide("admin", "sb", 80), Ok("[fd00::7]:80".into()));
         assert_eq!(
             f.decide("admin", "other", 80),
@@ -713,13 +689,7 @@ pub(crate) mod tests {
             f.decide("admin", "sb", 80),
             Err(DenyCode::SandboxPodMissing)
         );
-        f.gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("other"),
-            Phase::Running,
-            Some("10.0.0.9"),
-        ));
+        f.running("p1", "other", "10.0.0.9");
         assert_eq!(
             f.decide("admin", "sb", 80),
             Err(DenyCode::SandboxReassigned)
@@ -781,13 +751,7 @@ pub(crate) mod tests {
             Phase::Failed,
             Some("10.0.0.1"),
         ));
-        f.gw.pods.apply(pod(
-            "acme",
-            "new",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.2"),
-        ));
+        f.running("new", "sb", "10.0.0.2");
         assert_eq!(f.decide("acme-key", "sb", 80), Ok("10.0.0.2:80".into()));
         f.gw.pods.apply(pod(
             "globex",

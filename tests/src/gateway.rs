@@ -102,7 +102,21 @@ impl Gateway {
     /// publishes a running Pod `namespace/name` for it. Returns the echo's port, the port
     /// clients ask for.
     pub async fn sandbox(&mut self, namespace: &str, name: &str, sandbox: &str, ip: &str) -> u16 {
-        let port = self.echo(sandbox, ip).await;
+        self.sandbox_as(namespace, name, sandbox, Identity::new(sandbox), ip)
+            .await
+    }
+
+    /// [`Gateway::sandbox`] whose echo reports whatever `identity` says (a Pod that can be
+    /// handed to another sandbox).
+    pub async fn sandbox_as(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        sandbox: &str,
+        identity: Identity,
+        ip: &str,
+    ) -> u16 {
+        let port = self.echo_as(identity, ip).await;
         self.kube.emu.apply(
             pod(namespace, name)
                 .sandbox(sandbox)
