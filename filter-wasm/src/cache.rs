@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 
 use prost::Message;
-use sandgate_core::Target;
+use sandgate_core::{Decision, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, SandboxHits};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -66,7 +66,7 @@ impl CacheConfig {
 /// What identifies an answer: a digest of everything the resolver's decision read from the
 /// request. The key is hashed with a cryptographic hash, so two keys cannot be made to share
 /// an entry and the key cannot be read back from shared data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key([u8; 16]);
 
 impl Key {
@@ -144,11 +144,43 @@ impl Entry {
         })
     }
 
-    /// The kept reply, if this slot's bytes hold an entry that may answer `key` now.
-    pub fn answer(slot: &[u8], key: Key, view: &View, now_ns: u64) -> Option<Vec<u8>> {
+    /// The entry in a slot's bytes, if it may answer `key` now.
+    pub fn read(slot: &[u8], key: Key, view: &View, now_ns: u64) -> Option<Entry> {
         let e = Entry::decode(slot).ok()?;
-        (e.key == key.0 && now_ns < e.expires_ns && view.generation(e.bucket) == Some(e.generation))
-            .then_some(e.reply)
+        (e.key == key.0 && fresh(e.bucket, e.generation, e.expires_ns, view, now_ns)).then_some(e)
+    }
+}
+
+/// The one rule for any kept answer: before its expiry, and at the generation this VM has.
+fn fresh(bucket: u32, generation: u64, expires_ns: u64, view: &View, now_ns: u64) -> bool {
+    now_ns < expires_ns && view.generation(bucket) == Some(generation)
+}
+
+/// This VM's decoded copies of the shared entries it has used: a repeated hit then costs no
+/// host call and no decoding. Each copy answers under exactly the rule of its entry, so it can
+/// never outlive it; at most `max` are held (all dropped when full, the shared table stays).
+#[derive(Debug, Default)]
+pub struct Local {
+    copies: HashMap<Key, (Entry, Decision)>,
+}
+
+impl Local {
+    pub fn answer(&self, key: Key, view: &View, now_ns: u64) -> Option<Decision> {
+        let (e, decision) = self.copies.get(&key)?;
+        fresh(e.bucket, e.generation, e.expires_ns, view, now_ns).then(|| decision.clone())
+    }
+
+    /// Keeps `decision` (decoded from `entry`) for `key`. The copy drops the reply bytes.
+    pub fn keep(&mut self, key: Key, entry: &Entry, decision: Decision, max: usize) {
+        if self.copies.len() >= max && !self.copies.contains_key(&key) {
+            self.copies.clear();
+        }
+        let copy = Entry {
+            key: Vec::new(),
+            reply: Vec::new(),
+            ..entry.clone()
+        };
+        self.copies.insert(key, (copy, decision));
     }
 }
 
@@ -318,35 +350,57 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_answers_only_its_key_at_its_generation_before_expiry() {
+    fn an_entry_and_its_local_copy_answer_only_their_key_at_their_generation_before_expiry() {
         let config = CacheConfig::default();
         let key = Key::of(&target("k", "sb", 80));
         let v = view(&[7, 3]);
         let e = Entry::new(key, &cacheable(1, 3), false, b"reply", &config, &v, 1_000).unwrap();
         assert_eq!(e.expires_ns, 1_000 + 500_000_000);
         let bytes = e.encode_to_vec();
-        assert_eq!(
-            Entry::answer(&bytes, key, &v, 2_000).as_deref(),
-            Some(&b"reply"[..])
-        );
+        let route = Decision::Route {
+            destination: "10.0.0.1:80".into(),
+        };
+        let mut local = Local::default();
+        local.keep(key, &e, route.clone(), 8);
+        // (shared, local) answers; both follow one rule.
+        let both = |key, v: &View, now| {
+            let shared = Entry::read(&bytes, key, v, now).map(|e| e.reply);
+            (shared, local.answer(key, v, now))
+        };
+        assert_eq!(both(key, &v, 2_000), (Some(b"reply".to_vec()), Some(route)));
         let other = Key::of(&target("k", "sb", 81));
-        assert_eq!(Entry::answer(&bytes, other, &v, 2_000), None, "other key");
+        assert_eq!(both(other, &v, 2_000), (None, None), "other key");
+        assert_eq!(both(key, &v, e.expires_ns), (None, None), "expired");
+        assert_eq!(both(key, &view(&[7, 4]), 2_000), (None, None), "moved");
         assert_eq!(
-            Entry::answer(&bytes, key, &v, e.expires_ns),
-            None,
-            "expired"
-        );
-        assert_eq!(
-            Entry::answer(&bytes, key, &view(&[7, 4]), 2_000),
-            None,
-            "moved"
-        );
-        assert_eq!(
-            Entry::answer(&bytes, key, &View::default(), 2_000),
-            None,
+            both(key, &View::default(), 2_000),
+            (None, None),
             "no stream"
         );
-        assert_eq!(Entry::answer(b"\xff\xff", key, &v, 2_000), None, "garbage");
+        assert_eq!(Entry::read(b"\xff\xff", key, &v, 2_000), None, "garbage");
+    }
+
+    #[test]
+    fn local_copies_are_bounded() {
+        let config = CacheConfig::default();
+        let v = view(&[3]);
+        let mut local = Local::default();
+        let deny = Decision::Deny(sandgate_core::Deny::new(
+            sandgate_core::DenyCode::Forbidden,
+            "no",
+        ));
+        for i in 0..10 {
+            let key = Key::of(&target("k", &format!("sb-{i}"), 80));
+            let e = Entry::new(key, &cacheable(0, 3), true, b"r", &config, &v, 0).unwrap();
+            local.keep(key, &e, deny.clone(), 4);
+            assert!(local.copies.len() <= 4);
+            assert!(
+                local
+                    .copies
+                    .values()
+                    .all(|(c, _)| c.reply.is_empty() && c.key.is_empty())
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sandgate_core::{Decision, Deny, DenyCode, Forward, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
-use cache::{Entry, Hits, Key, View};
+use cache::{Entry, Hits, Key, Local, View};
 use config::Config;
 
 proxy_wasm::main! {{
@@ -35,10 +35,12 @@ proxy_wasm::main! {{
 const TICK: Duration = Duration::from_millis(100);
 
 /// What one VM's contexts share (a VM serves one worker thread, so no locking): the
-/// generations its stream delivered and the cache hits not yet reported.
+/// generations its stream delivered, its decoded copies of shared entries, and the cache hits
+/// not yet reported.
 #[derive(Default)]
 struct Shared {
     view: View,
+    local: Local,
     hits: Hits,
 }
 
@@ -303,12 +305,25 @@ impl Request {
     /// `None` sends the request to the resolver, as does a route whose hit could not be
     /// counted (the resolver then records the activity itself).
     fn kept_answer(&self, key: Key, target: &Target<'_>) -> Option<Decision> {
-        let (slot, _) = hostcalls::get_shared_data(&key.slot(self.config.cache.slots)).ok()?;
-        let reply = {
+        let now = now_ns()?;
+        let copy = {
             let shared = self.shared.try_borrow().ok()?;
-            Entry::answer(&slot?, key, &shared.view, now_ns()?)?
+            shared.local.answer(key, &shared.view, now)
         };
-        match wire::decision(0, Some(&reply)) {
+        let decision = match copy {
+            Some(decision) => decision,
+            None => {
+                let (slot, _) =
+                    hostcalls::get_shared_data(&key.slot(self.config.cache.slots)).ok()?;
+                let mut shared = self.shared.try_borrow_mut().ok()?;
+                let entry = Entry::read(&slot?, key, &shared.view, now)?;
+                let decision = wire::decision(0, Some(&entry.reply));
+                let max = self.config.cache.slots as usize;
+                shared.local.keep(key, &entry, decision.clone(), max);
+                decision
+            }
+        };
+        match decision {
             route @ Decision::Route { .. } => {
                 let max = self.config.cache.max_sandboxes;
                 let mut shared = self.shared.try_borrow_mut().ok()?;
@@ -319,31 +334,25 @@ impl Request {
         }
     }
 
-    /// Keeps a Resolve answer the resolver marked cacheable.
-    fn remember(&self, key: Key, cacheable: &Cacheable, denial: bool, reply: &[u8]) {
-        let Some(now) = now_ns() else {
+    /// Keeps a Resolve answer the resolver marked cacheable, for every VM and (decoded) for
+    /// this one.
+    fn remember(&self, key: Key, cacheable: &Cacheable, decision: &Decision, reply: &[u8]) {
+        let (Some(now), Ok(mut shared)) = (now_ns(), self.shared.try_borrow_mut()) else {
             return;
         };
-        let entry = {
-            let Ok(shared) = self.shared.try_borrow() else {
-                return;
-            };
-            Entry::new(
-                key,
-                cacheable,
-                denial,
-                reply,
-                &self.config.cache,
-                &shared.view,
-                now,
-            )
+        let denial = matches!(decision, Decision::Deny(_));
+        let cache = &self.config.cache;
+        let Some(entry) = Entry::new(key, cacheable, denial, reply, cache, &shared.view, now)
+        else {
+            return;
         };
-        if let Some(entry) = entry {
-            let slot = key.slot(self.config.cache.slots);
-            if let Err(e) = hostcalls::set_shared_data(&slot, Some(&entry.encode_to_vec()), None) {
-                log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
-            }
+        let slot = key.slot(cache.slots);
+        if let Err(e) = hostcalls::set_shared_data(&slot, Some(&entry.encode_to_vec()), None) {
+            log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
         }
+        shared
+            .local
+            .keep(key, &entry, decision.clone(), cache.slots as usize);
     }
 
     /// Applies a decision. `Continue`: the request goes on (a caller whose request is paused
@@ -438,8 +447,7 @@ impl Context for Request {
             .flatten();
         let (decision, cacheable) = wire::answer(status, body.as_deref());
         if let (Some(key), Some(cacheable), Some(body)) = (pending.key, cacheable, &body) {
-            let denial = matches!(decision, Decision::Deny(_));
-            self.remember(key, &cacheable, denial, body);
+            self.remember(key, &cacheable, &decision, body);
         }
         let path = pending.path.as_deref();
         if self.apply(decision, path, pending.rematch, &pending.headers) == Action::Continue {

@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         rematch: false,
     });
     let view = sandgate_filter::cache::View::default();
-    assert!(sandgate_filter::cache::Entry::answer(body, key, &view, 0).is_none());
+    assert!(sandgate_filter::cache::Entry::read(body, key, &view, 0).is_none());
     match decision {
         Decision::Route { destination } => assert!(status == 0 && !destination.is_empty()),
         Decision::Forward(f) => assert!(status == 0 && !f.destination.is_empty()),
