@@ -78,9 +78,10 @@ pub struct RunArgs {
 }
 
 /// The HTTP configurations, in the order of every round.
-pub const CONFIGS: [&str; 7] = [
+pub const CONFIGS: [&str; 8] = [
     "direct",
     "noop_wasm",
+    "hostcalls_wasm",
     "null_wasm",
     "null_extproc",
     "wasm",
@@ -278,7 +279,7 @@ fn inventory_args(dir: &Path, pod_ip: &str) -> anyhow::Result<Vec<String>> {
 
 /// The filter a floor configuration adds, as YAML at the http_filters indentation.
 fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
-    let wasm = |callout: bool| {
+    let wasm = |mode: &str| {
         format!(
             r#"                  - name: envoy.filters.http.wasm
                     typed_config:
@@ -294,15 +295,16 @@ fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
                               filename: {}
                         configuration:
                           "@type": type.googleapis.com/google.protobuf.StringValue
-                          value: '{{"callout": {callout}, "cluster": "noop_server"}}'
+                          value: '{{{mode}, "cluster": "noop_server"}}'
 "#,
             null_filter.display()
         )
     };
     Ok(match config {
         "direct" => String::new(),
-        "noop_wasm" => wasm(false),
-        "null_wasm" => wasm(true),
+        "noop_wasm" => wasm(r#""callout": false"#),
+        "hostcalls_wasm" => wasm(r#""host_calls": true"#),
+        "null_wasm" => wasm(r#""callout": true"#),
         "null_extproc" => r#"                  - name: envoy.filters.http.ext_proc
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor

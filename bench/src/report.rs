@@ -275,6 +275,16 @@ impl Report {
             self.ratio("wasm", "noop_wasm"),
         );
         put("p99_added_ms_cached", self.p99_added("wasm", "noop_wasm"));
+        // What a routed hit cannot avoid: the do-nothing filter making only the host calls a
+        // routed cache hit makes. The gap between it and `wasm` is the filter's own work.
+        put(
+            "ratio_hostcall_floor_to_noop_filter",
+            self.ratio("hostcalls_wasm", "noop_wasm"),
+        );
+        put(
+            "ratio_to_hostcall_floor_cached",
+            self.ratio("wasm", "hostcalls_wasm"),
+        );
         put(
             "ratio_to_noop_filter_uncached",
             self.ratio("wasm_uncached", "noop_wasm"),
@@ -426,7 +436,7 @@ impl Report {
                 self.ratio(config, "direct")
             );
         }
-        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver; `wasm` with its decision cache as shipped, `wasm_uncached` with `cache.ttl_ms: 0`. `*_cached` / `*_uncached` keys compare against `noop_wasm`; `ratio_to_null_wasm` is the uncached entry against the do-nothing callout.\n\n";
+        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `hostcalls_wasm`: the same filter making only the host calls a routed cache hit makes (read the headers, remove one, read the clock, set the destination filter state, rewrite `:path`). `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver; `wasm` with its decision cache as shipped, `wasm_uncached` with `cache.ttl_ms: 0`. `*_cached` / `*_uncached` keys compare against `noop_wasm`; `ratio_to_null_wasm` is the uncached entry against the do-nothing callout.\n\n";
         s += "| target | measured | goal | |\n|---|---:|---:|---|\n";
         for (key, goal, higher) in TARGETS {
             let v = keys.get(key).copied().flatten();
