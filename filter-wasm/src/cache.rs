@@ -55,6 +55,12 @@ impl CacheConfig {
         self.ttl_ms > 0
     }
 
+    /// How long before a kept answer's end one request renews it: the last fifth of a route's
+    /// TTL.
+    pub fn renew_ns(&self) -> u64 {
+        self.ttl_ms.saturating_mul(1_000_000) / 5
+    }
+
     pub fn check(&self) -> Result<(), String> {
         if self.enabled() && (self.slots == 0 || self.max_sandboxes == 0 || self.flush_ms == 0) {
             return Err("slots, max_sandboxes and flush_ms must be at least 1".into());
@@ -161,13 +167,46 @@ fn fresh(bucket: u32, generation: u64, expires_ns: u64, view: &View, now_ns: u64
 /// never outlive it; at most `max` are held (all dropped when full, the shared table stays).
 #[derive(Debug, Default)]
 pub struct Local {
-    copies: HashMap<Key, (Entry, Decision)>,
+    copies: HashMap<Key, Copy>,
+}
+
+#[derive(Debug)]
+struct Copy {
+    /// The entry's validity (its key and reply bytes dropped).
+    entry: Entry,
+    decision: Decision,
+    /// One request is already renewing this answer.
+    renewing: bool,
+}
+
+/// What this VM's copies say about a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kept {
+    /// Answer with this.
+    Hit(Decision),
+    /// Valid, but close to its end: this one request asks the resolver, so the answer is
+    /// renewed before it expires, while every other request keeps being answered from it
+    /// (instead of all of them missing together when it expires).
+    Renew,
+    /// Nothing valid here: look in the shared table.
+    Miss,
 }
 
 impl Local {
-    pub fn answer(&self, key: Key, view: &View, now_ns: u64) -> Option<Decision> {
-        let (e, decision) = self.copies.get(&key)?;
-        fresh(e.bucket, e.generation, e.expires_ns, view, now_ns).then(|| decision.clone())
+    /// `renew_ns` before its expiry, the first request to see a copy renews it.
+    pub fn answer(&mut self, key: Key, view: &View, now_ns: u64, renew_ns: u64) -> Kept {
+        let Some(copy) = self.copies.get_mut(&key) else {
+            return Kept::Miss;
+        };
+        let e = &copy.entry;
+        if !fresh(e.bucket, e.generation, e.expires_ns, view, now_ns) {
+            return Kept::Miss;
+        }
+        if !copy.renewing && now_ns.saturating_add(renew_ns) >= e.expires_ns {
+            copy.renewing = true;
+            return Kept::Renew;
+        }
+        Kept::Hit(copy.decision.clone())
     }
 
     /// Keeps `decision` (decoded from `entry`) for `key`. The copy drops the reply bytes.
@@ -175,12 +214,16 @@ impl Local {
         if self.copies.len() >= max && !self.copies.contains_key(&key) {
             self.copies.clear();
         }
-        let copy = Entry {
-            key: Vec::new(),
-            reply: Vec::new(),
-            ..entry.clone()
+        let copy = Copy {
+            entry: Entry {
+                key: Vec::new(),
+                reply: Vec::new(),
+                ..entry.clone()
+            },
+            decision,
+            renewing: false,
         };
-        self.copies.insert(key, (copy, decision));
+        self.copies.insert(key, copy);
     }
 }
 
@@ -363,21 +406,60 @@ mod tests {
         let mut local = Local::default();
         local.keep(key, &e, route.clone(), 8);
         // (shared, local) answers; both follow one rule.
-        let both = |key, v: &View, now| {
+        let mut both = |key, v: &View, now| {
             let shared = Entry::read(&bytes, key, v, now).map(|e| e.reply);
-            (shared, local.answer(key, v, now))
+            (shared, local.answer(key, v, now, 0))
         };
-        assert_eq!(both(key, &v, 2_000), (Some(b"reply".to_vec()), Some(route)));
+        let hit = (Some(b"reply".to_vec()), Kept::Hit(route));
+        assert_eq!(both(key, &v, 2_000), hit);
         let other = Key::of(&target("k", "sb", 81));
-        assert_eq!(both(other, &v, 2_000), (None, None), "other key");
-        assert_eq!(both(key, &v, e.expires_ns), (None, None), "expired");
-        assert_eq!(both(key, &view(&[7, 4]), 2_000), (None, None), "moved");
+        assert_eq!(both(other, &v, 2_000), (None, Kept::Miss), "other key");
+        assert_eq!(both(key, &v, e.expires_ns), (None, Kept::Miss), "expired");
         assert_eq!(
-            both(key, &View::default(), 2_000),
-            (None, None),
-            "no stream"
+            both(key, &view(&[7, 4]), 2_000),
+            (None, Kept::Miss),
+            "moved"
         );
+        let none = View::default();
+        assert_eq!(both(key, &none, 2_000), (None, Kept::Miss), "no stream");
         assert_eq!(Entry::read(b"\xff\xff", key, &v, 2_000), None, "garbage");
+    }
+
+    #[test]
+    fn one_request_renews_a_copy_near_its_end_the_others_keep_using_it() {
+        let config = CacheConfig::default();
+        let key = Key::of(&target("k", "sb", 80));
+        let v = view(&[3]);
+        let e = Entry::new(key, &cacheable(0, 3), false, b"r", &config, &v, 0).unwrap();
+        let route = Decision::Route {
+            destination: "10.0.0.1:80".into(),
+        };
+        let mut local = Local::default();
+        local.keep(key, &e, route.clone(), 8);
+        let renew = 100;
+        let end = e.expires_ns;
+        assert_eq!(
+            local.answer(key, &v, end - 101, renew),
+            Kept::Hit(route.clone())
+        );
+        assert_eq!(local.answer(key, &v, end - 100, renew), Kept::Renew);
+        assert_eq!(
+            local.answer(key, &v, end - 99, renew),
+            Kept::Hit(route.clone())
+        );
+        assert_eq!(
+            local.answer(key, &v, end, renew),
+            Kept::Miss,
+            "never past its end"
+        );
+        // The renewed answer replaces the copy, which may be renewed again near its own end.
+        let later = Entry::new(key, &cacheable(0, 3), false, b"r", &config, &v, end).unwrap();
+        local.keep(key, &later, route.clone(), 8);
+        assert_eq!(local.answer(key, &v, end, renew), Kept::Hit(route));
+        assert_eq!(
+            local.answer(key, &v, later.expires_ns - 1, renew),
+            Kept::Renew
+        );
     }
 
     #[test]
@@ -398,7 +480,7 @@ mod tests {
                 local
                     .copies
                     .values()
-                    .all(|(c, _)| c.reply.is_empty() && c.key.is_empty())
+                    .all(|c| c.entry.reply.is_empty() && c.entry.key.is_empty())
             );
         }
     }

@@ -23,7 +23,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
 use sandgate_core::{Decision, Deny, DenyCode, Forward, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
-use cache::{Entry, Hits, Key, Local, View};
+use cache::{Entry, Hits, Kept, Key, Local, View};
 use config::Config;
 
 proxy_wasm::main! {{
@@ -307,12 +307,14 @@ impl Request {
     fn kept_answer(&self, key: Key, target: &Target<'_>) -> Option<Decision> {
         let now = now_ns()?;
         let copy = {
-            let shared = self.shared.try_borrow().ok()?;
-            shared.local.answer(key, &shared.view, now)
+            let mut shared = self.shared.try_borrow_mut().ok()?;
+            let Shared { local, view, .. } = &mut *shared;
+            local.answer(key, view, now, self.config.cache.renew_ns())
         };
         let decision = match copy {
-            Some(decision) => decision,
-            None => {
+            Kept::Hit(decision) => decision,
+            Kept::Renew => return None,
+            Kept::Miss => {
                 let (slot, _) =
                     hostcalls::get_shared_data(&key.slot(self.config.cache.slots)).ok()?;
                 let mut shared = self.shared.try_borrow_mut().ok()?;
