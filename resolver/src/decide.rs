@@ -85,7 +85,7 @@ impl Gateway {
         let started = Instant::now();
         // Read before deciding: a change made while deciding then always moves the generation
         // past the one this answer carries.
-        let bucket = generation::bucket(self.local_id(facts.sandbox_id));
+        let bucket = generation::bucket(self.place(facts.sandbox_id).unwrap_or(facts.sandbox_id));
         let generation = self.generation(bucket);
         let mut until = None;
         let decision = match self.decide_inner(facts, &mut until).await {
@@ -126,18 +126,24 @@ impl Gateway {
         if count == 0 || validate_sandbox_id(sandbox_id).is_err() {
             return;
         }
-        self.activity.touch(self.local_id(sandbox_id));
+        self.activity
+            .touch(self.place(sandbox_id).unwrap_or(sandbox_id));
         self.metrics.cache_hits(count);
     }
 
-    /// The id the stores know `id` by: without this cluster's own prefix.
-    fn local_id<'a>(&self, id: &'a str) -> &'a str {
+    /// Where `id` lives: `Ok` with the id the stores know it by (this cluster's own prefix
+    /// stripped), or `Err` with the other cluster that has it.
+    fn place<'a>(&self, id: &'a str) -> Result<&'a str, &'a str> {
         match split_cluster(id) {
+            SandboxRef { cluster: None, .. } => Ok(id),
             SandboxRef {
                 cluster: Some(cluster),
                 id: local,
-            } if cluster == self.clusters.local() => local,
-            _ => id,
+            } if cluster == self.clusters.local() => Ok(local),
+            SandboxRef {
+                cluster: Some(cluster),
+                ..
+            } => Err(cluster),
         }
     }
 
@@ -159,16 +165,9 @@ impl Gateway {
                 }
             })?;
         *until = principal.expires_at();
-        let id = match split_cluster(id) {
-            SandboxRef { cluster: None, .. } => id,
-            SandboxRef {
-                cluster: Some(cluster),
-                id: local,
-            } if cluster == self.clusters.local() => local,
-            SandboxRef {
-                cluster: Some(cluster),
-                ..
-            } => {
+        let id = match self.place(id) {
+            Ok(local) => local,
+            Err(cluster) => {
                 let forward = self.forward(cluster, facts.forwarded).await?;
                 return Ok(Decision::Forward(Box::new(forward)));
             }
