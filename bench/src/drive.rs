@@ -16,7 +16,7 @@ use sandgate_tests::process::free_port;
 use sandgate_tests::{echo, http};
 use tokio::process::{Child, Command};
 
-use crate::report::{self, Alone, Informer, Report};
+use crate::report::{self, Alone, Informer, Pair, Paired, Report, Through};
 use crate::rpc::LoadResult;
 use crate::wrk::{Run, Wrk};
 
@@ -30,6 +30,8 @@ pub struct Plan {
     pub rounds: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// Each paired run (see [`report::Paired`]), once per round and paired configuration.
+    pub paired: Duration,
     pub connections: u32,
     pub rpc_warmup_secs: f64,
     pub rpc_secs: f64,
@@ -47,6 +49,7 @@ impl Plan {
             rounds: 3,
             warmup: Duration::from_secs(2),
             measure: Duration::from_secs(8),
+            paired: Duration::from_secs(5),
             connections: 32,
             rpc_warmup_secs: 1.0,
             rpc_secs: 5.0,
@@ -61,6 +64,7 @@ impl Plan {
             rounds: 1,
             warmup: Duration::from_secs(1),
             measure: Duration::from_secs(1),
+            paired: Duration::from_secs(1),
             connections: 4,
             rpc_warmup_secs: 0.2,
             rpc_secs: 0.5,
@@ -89,6 +93,9 @@ pub const CONFIGS: [&str; 8] = [
     "extproc",
 ];
 
+/// The configurations measured against `noop_wasm` in pairs (see [`report::Paired`]).
+pub const PAIRED: [&str; 3] = ["hostcalls_wasm", "wasm", "wasm_uncached"];
+
 /// The resolver's series that tell how the cached wasm entry was answered.
 const HITS: &str = "sandgate_filter_cache_hits_total";
 const ROUTED: &str = "sandgate_resolves_total{outcome=\"route\"}";
@@ -106,7 +113,7 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
     let pin = cpus >= 2 && which("taskset");
 
     println!("== HTTP through Envoy ({} round(s))", plan.rounds);
-    let (http, cache_hit_rate) = through_envoy(&plan, &args, &bins, dir.path()).await?;
+    let through = through_envoy(&plan, &args, &bins, dir.path(), pin).await?;
     println!("== the resolver alone (pinned to one core: {pin})");
     let alone = resolver_alone(&plan, &bins, dir.path(), pin).await?;
     println!("== informer scale");
@@ -116,8 +123,7 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
     let report = Report::new(
         &plan,
         report::Machine::read(cpus, &args.wrk),
-        http,
-        cache_hit_rate,
+        through,
         alone,
         informer,
         criterion,
@@ -327,21 +333,21 @@ fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
 }
 
 /// One Envoy per configuration, all started before the first round so every round measures
-/// the same processes. Also returns the share of the cached wasm entry's requests (warm-ups
-/// included) its filter answered from the cache.
+/// the same processes; the paired runs after the last round.
 async fn through_envoy(
     plan: &Plan,
     args: &RunArgs,
     bins: &Path,
     dir: &Path,
-) -> anyhow::Result<(BTreeMap<&'static str, Vec<Run>>, f64)> {
+    pin: bool,
+) -> anyhow::Result<Through> {
     let root = repo_root();
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_port = upstream.local_addr()?.port();
     let _echo = tokio::spawn(echo::serve(upstream, SANDBOX.to_string()));
 
     let null_addr = loopback();
-    let _null = spawn(
+    let null = spawn(
         &bins.join("sandgate-bench"),
         &["null".into(), format!("--listen={null_addr}")],
         None,
@@ -425,6 +431,7 @@ async fn through_envoy(
         binary: &args.wrk,
         script: &script,
         connections: plan.connections,
+        cpus: None,
     };
     let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
     let (mut hits, mut resolved) = (0.0, 0.0);
@@ -456,11 +463,157 @@ async fn through_envoy(
             runs.entry(config).or_default().push(run);
         }
     }
-    let hit_rate = hits / (hits + resolved);
+    let cache_hit_rate = hits / (hits + resolved);
     println!(
-        "cache hit rate of the cached wasm entry: {hit_rate:.4} ({hits} hits, {resolved} resolved)"
+        "cache hit rate of the cached wasm entry: {cache_hit_rate:.4} ({hits} hits, {resolved} resolved)"
     );
-    Ok((runs, hit_rate))
+    let resolver_pid = resolver.child.id().context("resolver gone")?;
+    let null_pid = null.id().context("null server gone")?;
+    // With two or more cores the paired Envoys get core 0 to themselves: the load, the echo
+    // upstream (this process) and the servers move to the others.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let rest = format!("1-{}", cpus - 1);
+    let mut pinned = pin;
+    if pin {
+        for pid in [std::process::id(), resolver_pid, null_pid] {
+            pinned &= set_affinity(pid, &rest);
+        }
+    }
+    let load = Load {
+        wrk: &Wrk {
+            cpus: pinned.then(|| rest.clone()),
+            ..wrk
+        },
+        path: &path,
+        headers: &headers,
+        duration: plan.paired,
+    };
+    let paired = paired(plan.rounds, &load, &envoys, resolver_pid, pinned).await;
+    if pin {
+        // Back to every core for what follows (the emulator runs in this process).
+        set_affinity(std::process::id(), &format!("0-{}", cpus - 1));
+    }
+    let paired = paired?;
+    Ok(Through {
+        runs,
+        paired,
+        cache_hit_rate,
+    })
+}
+
+/// The request every configuration is timed on, and how long.
+struct Load<'a> {
+    wrk: &'a Wrk<'a>,
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    duration: Duration,
+}
+
+/// Each of [`PAIRED`] under load at the same moment as `noop_wasm`, their Envoys on core 0
+/// when `pin`; each charged the CPU time it spent per request.
+async fn paired(
+    rounds: usize,
+    load: &Load<'_>,
+    envoys: &[(&'static str, Envoy)],
+    resolver_pid: u32,
+    pin: bool,
+) -> anyhow::Result<Paired> {
+    let envoy = |name: &str| {
+        envoys
+            .iter()
+            .find(|(c, _)| *c == name)
+            .and_then(|(_, e)| Some((e.pid()?, e.addr)))
+            .with_context(|| format!("{name}: Envoy not running"))
+    };
+    let noop = envoy("noop_wasm")?;
+    let mut pinned = pin;
+    if pin {
+        for config in PAIRED {
+            pinned &= set_affinity(envoy(config)?.0, "0");
+        }
+        pinned &= set_affinity(noop.0, "0");
+    }
+    println!("== paired against noop_wasm (Envoys on one core: {pinned})");
+    let per_second = clock_ticks_per_second()?;
+    let us_per_request =
+        |ticks: u64, requests: u64| ticks as f64 * 1e6 / per_second as f64 / requests.max(1) as f64;
+    let mut runs: BTreeMap<&'static str, Vec<Pair>> = BTreeMap::new();
+    for round in 1..=rounds {
+        for config in PAIRED {
+            let other = envoy(config)?;
+            // Sandgate's entries are charged the resolver's time too: a miss is decided there.
+            let charged = |pid: u32| -> anyhow::Result<u64> {
+                let server = match config {
+                    "wasm" | "wasm_uncached" => cpu_ticks(resolver_pid)?,
+                    _ => 0,
+                };
+                Ok(cpu_ticks(pid)? + server)
+            };
+            let before = (cpu_ticks(noop.0)?, charged(other.0)?);
+            let (a, b) = tokio::join!(
+                load.wrk.run(noop.1, load.path, load.headers, load.duration),
+                load.wrk
+                    .run(other.1, load.path, load.headers, load.duration),
+            );
+            let (a, b) = (
+                a.context("noop_wasm, paired")?,
+                b.with_context(|| format!("{config}, paired"))?,
+            );
+            let after = (cpu_ticks(noop.0)?, charged(other.0)?);
+            let pair = Pair {
+                noop_rps: a.rps,
+                rps: b.rps,
+                noop_cpu_us: us_per_request(after.0 - before.0, a.requests),
+                cpu_us: us_per_request(after.1 - before.1, b.requests),
+            };
+            println!(
+                "round {round} {config:>14} beside noop_wasm: {:>7.0} / {:>7.0} req/s, {:>6.2} / {:>6.2} CPU µs per request",
+                pair.rps, pair.noop_rps, pair.cpu_us, pair.noop_cpu_us
+            );
+            runs.entry(config).or_default().push(pair);
+        }
+    }
+    Ok(Paired { pinned, runs })
+}
+
+/// CPU time `pid` has used so far (user + system, every thread, in clock ticks).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces or parentheses: count fields from the last ')'.
+    // utime and stime are fields 14 and 15 of the line, the 12th and 13th after the name.
+    let after_name: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        after_name
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("/proc/{pid}/stat: {stat}"))
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+fn clock_ticks_per_second() -> anyhow::Result<u64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .context("getconf CLK_TCK")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("getconf CLK_TCK printed no number")
+}
+
+/// Moves every thread of `pid` to `cpus` (a CPU list); false when taskset refuses.
+fn set_affinity(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-cp", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Resolve and PushRoute calls per second, the resolver on one core and the caller on the

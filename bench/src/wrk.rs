@@ -31,6 +31,7 @@ struct Summary {
 /// One measured run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Run {
+    pub requests: u64,
     pub rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -40,6 +41,8 @@ pub struct Wrk<'a> {
     pub binary: &'a Path,
     pub script: &'a Path,
     pub connections: u32,
+    /// Run under `taskset -c <cpus>` (a CPU list), or wherever the kernel puts it.
+    pub cpus: Option<String>,
 }
 
 impl Wrk<'_> {
@@ -58,7 +61,14 @@ impl Wrk<'_> {
         headers: &[(&str, &str)],
         duration: Duration,
     ) -> anyhow::Result<Run> {
-        let mut cmd = tokio::process::Command::new(self.binary);
+        let mut cmd = match &self.cpus {
+            Some(cpus) => {
+                let mut c = tokio::process::Command::new("taskset");
+                c.args(["-c", cpus]).arg(self.binary);
+                c
+            }
+            None => tokio::process::Command::new(self.binary),
+        };
         cmd.args(["-t1", &format!("-c{}", self.connections)])
             .arg(format!("-d{}s", duration.as_secs().max(1)))
             .arg("-s")
@@ -81,6 +91,7 @@ impl Wrk<'_> {
             bail!("wrk against {addr}{path}: {s:?}");
         }
         Ok(Run {
+            requests: s.requests,
             rps: s.requests as f64 / (s.duration_us as f64 / 1e6),
             p50_ms: s.p50_us as f64 / 1e3,
             p99_ms: s.p99_us as f64 / 1e3,

@@ -229,6 +229,11 @@ impl Envoy {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The process id, while it runs (the bench reads its CPU time and pins it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
 }
 
 /// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change
