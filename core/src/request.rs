@@ -5,7 +5,11 @@
 //! and refuse exactly the same requests. It sees headers only through a lookup closure and
 //! never allocates unless the path is rewritten.
 
-use crate::{Deny, DenyCode, Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, UPSTREAM_HEADER};
+use std::borrow::Cow;
+
+use crate::{
+    Decision, Deny, DenyCode, Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, UPSTREAM_HEADER,
+};
 use crate::{parse_port, validate_sandbox_id};
 
 /// Header names and path shape an entry reads; every field is configuration with a default.
@@ -66,7 +70,50 @@ pub struct Target<'a> {
     pub rematch: bool,
 }
 
+/// How an entry carries out a decision that sends the request on: the destination it pins,
+/// the header writes in order (after every gateway header is removed), and whether the route
+/// must be matched again. The wasm filter and ext_proc both apply exactly this, so a local
+/// route and a forward leave a request the same way through either entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing<'a> {
+    pub destination: &'a str,
+    pub writes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub rematch: bool,
+}
+
 impl RequestGrammar {
+    /// What `decision` asks of the request `target` came from: a [`Routing`], or the refusal
+    /// to answer with.
+    pub fn routing<'a>(
+        &self,
+        target: &'a Target<'_>,
+        decision: &'a Decision,
+    ) -> Result<Routing<'a>, &'a Deny> {
+        match decision {
+            Decision::Route { destination } => Ok(Routing {
+                destination,
+                writes: target
+                    .rewritten_path
+                    .iter()
+                    .map(|p| (Cow::Borrowed(":path"), Cow::Borrowed(p.as_str())))
+                    .collect(),
+                // Only a client's own upstream header moved the route; removing it must too.
+                rematch: target.rematch,
+            }),
+            // The private upstream header picks the peer cluster's route.
+            Decision::Forward(forward) => Ok(Routing {
+                destination: &forward.destination,
+                writes: self
+                    .forward_writes(target, forward)
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+                    .collect(),
+                rematch: true,
+            }),
+            Decision::Deny(deny) => Err(deny),
+        }
+    }
+
     /// Refuses a grammar that could never match what Envoy hands over: header names are
     /// looked up exactly and Envoy stores them in lower case; the marker is one path segment.
     pub fn check(&self) -> Result<(), String> {
@@ -246,7 +293,7 @@ impl RequestGrammar {
     /// it cannot collide with an `authorization` the sandbox's app uses) and, when the client
     /// named the sandbox by header, the id and port headers. A path-style request keeps its
     /// path (under the peer's prefix), which names them already.
-    pub fn forward_writes(&self, target: &Target<'_>, forward: &Forward) -> Vec<(String, String)> {
+    fn forward_writes(&self, target: &Target<'_>, forward: &Forward) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = forward.headers.clone();
         let mut put = |name: &str, value: String| out.push((name.to_string(), value));
         put(":authority", forward.authority.clone());
@@ -409,6 +456,52 @@ mod tests {
         assert_eq!(last(&w, "x-sandbox-port"), Some("80"));
         // No key headers configured: the key goes back as a bearer token.
         assert_eq!(last(&w, "authorization"), Some("Bearer k"));
+    }
+
+    #[test]
+    fn routing_pins_the_destination_and_writes_what_the_sandbox_or_peer_must_see() {
+        let g = RequestGrammar::default();
+        let route = Decision::Route {
+            destination: "10.0.0.7:8080".into(),
+        };
+        let borrowed = |pairs: &[(&'static str, &'static str)]| -> Vec<_> {
+            pairs
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
+                .collect()
+        };
+        // By path: the path without the gateway's part; the route stays.
+        let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/8080/a?q=1").unwrap();
+        let r = g.routing(&t, &route).unwrap();
+        assert_eq!(r.destination, "10.0.0.7:8080");
+        assert_eq!(r.writes, borrowed(&[(":path", "/a?q=1")]));
+        assert!(!r.rematch);
+        // By header: nothing to write.
+        let h = [("x-sandbox-id", "sb"), ("x-sandbox-port", "80")];
+        let t = parse(&g, &h, "/app").unwrap();
+        assert_eq!(g.routing(&t, &route).unwrap().writes, borrowed(&[]));
+        // A client's own upstream header: the route is matched again once it is gone.
+        let h = [
+            ("x-sandbox-id", "sb"),
+            ("x-sandbox-port", "80"),
+            (UPSTREAM_HEADER, "peer"),
+        ];
+        let t = parse(&g, &h, "/app").unwrap();
+        assert!(g.routing(&t, &route).unwrap().rematch);
+        // A forward: the peer's destination, the forward writes, always matched again.
+        let forward = Decision::Forward(Box::new(peer()));
+        let r = g.routing(&t, &forward).unwrap();
+        assert_eq!(r.destination, "10.1.0.9:443");
+        let owned: Vec<_> = g
+            .forward_writes(&t, &peer())
+            .into_iter()
+            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
+            .collect();
+        assert_eq!(r.writes, owned);
+        assert!(r.rematch);
+        // A refusal is handed back as it is.
+        let deny = Decision::Deny(Deny::new(DenyCode::Forbidden, "no"));
+        assert_eq!(g.routing(&t, &deny).unwrap_err().code, DenyCode::Forbidden);
     }
 
     #[test]

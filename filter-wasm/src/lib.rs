@@ -20,7 +20,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
-use sandgate_core::{Decision, Deny, DenyCode, Forward, Target};
+use sandgate_core::{Decision, Deny, DenyCode, Routing, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
 use cache::{Entry, Hits, Kept, Key, Local, View};
@@ -233,11 +233,8 @@ struct Request {
 /// A Resolve call in flight and what applying its answer needs.
 struct Pending {
     token: u32,
-    /// The path to set if it routes to a local sandbox.
-    path: Option<String>,
-    /// The client sent the private upstream header: match the route again once it is gone.
-    rematch: bool,
-    /// The client's headers as they came (moved, not copied): a forward re-reads them.
+    /// The client's headers as they came (moved, not copied): the answer is applied to what
+    /// they ask for, read again.
     headers: Vec<(String, String)>,
     /// Where the answer goes in the cache, when the cache is on.
     key: Option<Key>,
@@ -267,8 +264,7 @@ impl Request {
         };
         let key = self.config.cache.enabled().then(|| Key::of(&target));
         if let Some(decision) = key.and_then(|k| self.kept_answer(k, &target)) {
-            let path = target.rewritten_path.as_deref();
-            return self.apply(decision, path, target.rematch, &[]);
+            return self.apply(&decision, &target);
         }
         let cfg = Rc::clone(&self.config);
         // Where the request comes from, for the resolver's per-client limit on key guesses.
@@ -277,8 +273,6 @@ impl Request {
             .flatten()
             .and_then(|b| String::from_utf8(b).ok());
         let message = wire::resolve_request(&target, source.as_deref());
-        let rematch = target.rematch;
-        let path = target.rewritten_path;
         match hostcalls::dispatch_grpc_call(
             &cfg.resolver_cluster,
             wire::RESOLVER_SERVICE,
@@ -290,8 +284,6 @@ impl Request {
             Ok(token) => {
                 self.callout = Some(Pending {
                     token,
-                    path,
-                    rematch,
                     headers,
                     key,
                 });
@@ -357,53 +349,20 @@ impl Request {
             .keep(key, &entry, decision.clone(), cache.slots as usize);
     }
 
-    /// Applies a decision. `Continue`: the request goes on (a caller whose request is paused
-    /// on the callout must resume it); `Pause`: it was answered locally.
-    fn apply(
-        &self,
-        decision: Decision,
-        path: Option<&str>,
-        rematch: bool,
-        headers: &[(String, String)],
-    ) -> Action {
-        let applied = match decision {
-            Decision::Route { destination } => self.route(&destination, path, rematch),
-            Decision::Forward(forward) => self.forward(&forward, headers),
-            Decision::Deny(deny) if deny.code == DenyCode::ResolverUnavailable => {
-                return self.unavailable(&deny.message);
+    /// Applies a decision to the request `target` came from, as the shared grammar's
+    /// [`Routing`] says. `Continue`: the request goes on (a caller whose request is paused on
+    /// the callout must resume it); `Pause`: it was answered locally.
+    fn apply(&self, decision: &Decision, target: &Target<'_>) -> Action {
+        match self.config.request.routing(target, decision) {
+            Ok(routing) => match route(&routing) {
+                Ok(()) => Action::Continue,
+                Err(e) => self.refuse(&wire::unavailable(&e)),
+            },
+            Err(deny) if deny.code == DenyCode::ResolverUnavailable => {
+                self.unavailable(&deny.message)
             }
-            Decision::Deny(deny) => return self.refuse(&deny),
-        };
-        match applied {
-            Ok(()) => Action::Continue,
-            Err(e) => self.refuse(&wire::unavailable(&e)),
+            Err(deny) => self.refuse(deny),
         }
-    }
-
-    fn route(&self, destination: &str, path: Option<&str>, rematch: bool) -> Result<(), String> {
-        set_destination(destination)?;
-        if let Some(path) = path {
-            set_header(":path", path)?;
-        }
-        if rematch {
-            clear_route_cache()?;
-        }
-        Ok(())
-    }
-
-    /// On to another cluster's gateway: the writes are the shared grammar's, and the route is
-    /// matched again so the private upstream header picks the peer cluster.
-    fn forward(&self, forward: &Forward, headers: &[(String, String)]) -> Result<(), String> {
-        let target = self
-            .config
-            .request
-            .parse_headers(headers)
-            .map_err(|d| format!("re-reading the request: {}", d.message))?;
-        set_destination(&forward.destination)?;
-        for (name, value) in self.config.request.forward_writes(&target, forward) {
-            set_header(&name, &value)?;
-        }
-        clear_route_cache()
     }
 
     /// The resolver could not decide: 503, or on with no destination when failing open
@@ -451,8 +410,15 @@ impl Context for Request {
         if let (Some(key), Some(cacheable), Some(body)) = (pending.key, cacheable, &body) {
             self.remember(key, &cacheable, &decision, body);
         }
-        let path = pending.path.as_deref();
-        if self.apply(decision, path, pending.rematch, &pending.headers) == Action::Continue {
+        // The same headers parsed before the call: this cannot fail, but is not unwrapped.
+        let applied = match self.config.request.parse_headers(&pending.headers) {
+            Ok(target) => self.apply(&decision, &target),
+            Err(d) => self.refuse(&wire::unavailable(&format!(
+                "re-reading the request: {}",
+                d.message
+            ))),
+        };
+        if applied == Action::Continue {
             // The request is paused on the callout: going on must wake it.
             if let Err(e) = hostcalls::resume_http_request() {
                 log(LogLevel::Error, &format!("resuming: {e:?}"));
@@ -474,6 +440,19 @@ fn now_ns() -> Option<u64> {
         .duration_since(UNIX_EPOCH)
         .ok()?;
     u64::try_from(since.as_nanos()).ok()
+}
+
+/// Pins the destination, writes the headers in order, and has the route matched again when
+/// the routing says so.
+fn route(routing: &Routing<'_>) -> Result<(), String> {
+    set_destination(routing.destination)?;
+    for (name, value) in &routing.writes {
+        set_header(name, value)?;
+    }
+    if routing.rematch {
+        clear_route_cache()?;
+    }
+    Ok(())
 }
 
 fn set_destination(destination: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sandgate_core::{
-    Forward, PeerUpstream, RequestGrammar, parse_port, split_cluster, validate_sandbox_id,
+    Decision, Forward, PeerUpstream, RequestGrammar, parse_port, split_cluster, validate_sandbox_id,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -32,12 +32,21 @@ fuzz_target!(|data: &[u8]| {
                     headers: Vec::new(),
                     from_cluster: "c1".into(),
                 };
-                let writes = grammar.forward_writes(&t, &forward);
+                let forward = Decision::Forward(Box::new(forward));
+                let r = grammar.routing(&t, &forward).expect("a forward routes");
+                assert!(r.rematch);
                 assert!(
-                    writes
+                    r.writes
                         .iter()
                         .any(|(k, v)| k == ":path" && v.starts_with("/p"))
                 );
+                let route = Decision::Route {
+                    destination: "10.0.0.2:80".into(),
+                };
+                let r = grammar.routing(&t, &route).expect("a route routes");
+                // A local route writes the rewritten path, and only that.
+                let path = r.writes.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+                assert!(path.eq(t.rewritten_path.as_deref().map(|p| (":path", p))));
                 let key = t.api_key.map(|(k, _)| k);
                 for (name, value) in &list {
                     let _ = grammar.is_gateway_header(name, value, key);

@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::value::Kind;
 use futures::{Stream, StreamExt};
-use sandgate_core::{Decision, Deny, RequestGrammar};
+use sandgate_core::{Deny, RequestGrammar};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::decide::{Facts, Gateway};
@@ -103,22 +103,15 @@ impl ExtProc {
                 client,
             })
             .await;
-        let (writes, clear_route_cache) = match decision {
-            Decision::Route { destination } => {
-                let mut writes = vec![(DESTINATION_HEADER.to_string(), destination)];
-                if let Some(p) = &target.rewritten_path {
-                    writes.push((":path".to_string(), p.clone()));
-                }
-                (writes, target.rematch)
-            }
-            Decision::Forward(forward) => {
-                let mut writes =
-                    vec![(DESTINATION_HEADER.to_string(), forward.destination.clone())];
-                writes.extend(self.grammar.forward_writes(&target, &forward));
-                (writes, true)
-            }
-            Decision::Deny(deny) => return refuse(&deny),
+        let routing = match self.grammar.routing(&target, &decision) {
+            Ok(routing) => routing,
+            Err(deny) => return refuse(deny),
         };
+        // ext_proc cannot set filter state: the destination goes in the header the
+        // ORIGINAL_DST cluster reads (removed again by its upstream filter), before the rest.
+        let writes: Vec<(&str, &str)> = std::iter::once((DESTINATION_HEADER, routing.destination))
+            .chain(routing.writes.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
+            .collect();
         // A header that is written is overwritten, not also removed: one write, whatever
         // order Envoy applies removals and sets in.
         let mut remove_headers: Vec<String> = headers
@@ -137,7 +130,7 @@ impl ExtProc {
                         set_headers: writes.iter().map(|(k, v)| raw_header(k, v)).collect(),
                         remove_headers,
                     }),
-                    clear_route_cache,
+                    clear_route_cache: routing.rematch,
                     ..Default::default()
                 }),
             })),
