@@ -5,8 +5,6 @@
 //! and refuse exactly the same requests. It sees headers only through a lookup closure and
 //! never allocates unless the path is rewritten.
 
-use std::borrow::Cow;
-
 use crate::{
     Decision, Deny, DenyCode, Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, UPSTREAM_HEADER,
 };
@@ -71,13 +69,15 @@ pub struct Target<'a> {
 }
 
 /// How an entry carries out a decision that sends the request on: the destination it pins,
-/// the header writes in order (after every gateway header is removed), and whether the route
-/// must be matched again. The wasm filter and ext_proc both apply exactly this, so a local
-/// route and a forward leave a request the same way through either entry.
+/// the `:path` a local route rewrites, the header writes of a forward in order (each after
+/// every gateway header is removed), and whether the route must be matched again. The wasm
+/// filter and ext_proc both apply exactly this, so a local route and a forward leave a request
+/// the same way through either entry. A local route allocates nothing: it is the cache hit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routing<'a> {
     pub destination: &'a str,
-    pub writes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub path: Option<&'a str>,
+    pub writes: Vec<(String, String)>,
     pub rematch: bool,
 }
 
@@ -92,22 +92,16 @@ impl RequestGrammar {
         match decision {
             Decision::Route { destination } => Ok(Routing {
                 destination,
-                writes: target
-                    .rewritten_path
-                    .iter()
-                    .map(|p| (Cow::Borrowed(":path"), Cow::Borrowed(p.as_str())))
-                    .collect(),
+                path: target.rewritten_path.as_deref(),
+                writes: Vec::new(),
                 // Only a client's own upstream header moved the route; removing it must too.
                 rematch: target.rematch,
             }),
             // The private upstream header picks the peer cluster's route.
             Decision::Forward(forward) => Ok(Routing {
                 destination: &forward.destination,
-                writes: self
-                    .forward_writes(target, forward)
-                    .into_iter()
-                    .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
-                    .collect(),
+                path: None,
+                writes: self.forward_writes(target, forward),
                 rematch: true,
             }),
             Decision::Deny(deny) => Err(deny),
@@ -464,22 +458,17 @@ mod tests {
         let route = Decision::Route {
             destination: "10.0.0.7:8080".into(),
         };
-        let borrowed = |pairs: &[(&'static str, &'static str)]| -> Vec<_> {
-            pairs
-                .iter()
-                .map(|(k, v)| (Cow::Borrowed(*k), Cow::Borrowed(*v)))
-                .collect()
-        };
         // By path: the path without the gateway's part; the route stays.
         let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/8080/a?q=1").unwrap();
         let r = g.routing(&t, &route).unwrap();
         assert_eq!(r.destination, "10.0.0.7:8080");
-        assert_eq!(r.writes, borrowed(&[(":path", "/a?q=1")]));
-        assert!(!r.rematch);
+        assert_eq!(r.path, Some("/a?q=1"));
+        assert!(r.writes.is_empty() && !r.rematch);
         // By header: nothing to write.
         let h = [("x-sandbox-id", "sb"), ("x-sandbox-port", "80")];
         let t = parse(&g, &h, "/app").unwrap();
-        assert_eq!(g.routing(&t, &route).unwrap().writes, borrowed(&[]));
+        let r = g.routing(&t, &route).unwrap();
+        assert!(r.path.is_none() && r.writes.is_empty());
         // A client's own upstream header: the route is matched again once it is gone.
         let h = [
             ("x-sandbox-id", "sb"),
@@ -492,12 +481,8 @@ mod tests {
         let forward = Decision::Forward(Box::new(peer()));
         let r = g.routing(&t, &forward).unwrap();
         assert_eq!(r.destination, "10.1.0.9:443");
-        let owned: Vec<_> = g
-            .forward_writes(&t, &peer())
-            .into_iter()
-            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
-            .collect();
-        assert_eq!(r.writes, owned);
+        assert_eq!(r.path, None);
+        assert_eq!(r.writes, g.forward_writes(&t, &peer()));
         assert!(r.rematch);
         // A refusal is handed back as it is.
         let deny = Decision::Deny(Deny::new(DenyCode::Forbidden, "no"));

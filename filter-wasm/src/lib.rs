@@ -442,10 +442,13 @@ fn now_ns() -> Option<u64> {
     u64::try_from(since.as_nanos()).ok()
 }
 
-/// Pins the destination, writes the headers in order, and has the route matched again when
-/// the routing says so.
+/// Pins the destination, rewrites the path, writes the headers in order, and has the route
+/// matched again when the routing says so.
 fn route(routing: &Routing<'_>) -> Result<(), String> {
     set_destination(routing.destination)?;
+    if let Some(path) = routing.path {
+        set_header(":path", path)?;
+    }
     for (name, value) in &routing.writes {
         set_header(name, value)?;
     }

@@ -109,9 +109,9 @@ impl ExtProc {
         };
         // ext_proc cannot set filter state: the destination goes in the header the
         // ORIGINAL_DST cluster reads (removed again by its upstream filter), before the rest.
-        let writes: Vec<(&str, &str)> = std::iter::once((DESTINATION_HEADER, routing.destination))
-            .chain(routing.writes.iter().map(|(k, v)| (k.as_ref(), v.as_ref())))
-            .collect();
+        let mut writes = vec![(DESTINATION_HEADER, routing.destination)];
+        writes.extend(routing.path.map(|p| (":path", p)));
+        writes.extend(routing.writes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // A header that is written is overwritten, not also removed: one write, whatever
         // order Envoy applies removals and sets in.
         let mut remove_headers: Vec<String> = headers
