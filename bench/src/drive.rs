@@ -154,14 +154,7 @@ fn spawn(
     pin_cpu: Option<usize>,
     log: &Path,
 ) -> anyhow::Result<Child> {
-    let mut cmd = match pin_cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string()]).arg(program);
-            c
-        }
-        None => Command::new(program),
-    };
+    let mut cmd = on_cpus(program, pin_cpu.map(|c| c.to_string()).as_deref());
     let file = std::fs::File::create(log)?;
     cmd.args(args)
         .stdin(Stdio::null())
@@ -170,6 +163,18 @@ fn spawn(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", program.display()))
+}
+
+/// `program` under `taskset -c <cpus>` (a CPU list), or wherever the kernel puts it.
+pub fn on_cpus(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpus]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 fn loopback() -> SocketAddr {

@@ -209,6 +209,11 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// The median over runs of one of their fields.
+fn column<T>(runs: &[T], field: impl Fn(&T) -> f64) -> f64 {
+    median(runs.iter().map(field).collect())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
@@ -271,6 +276,14 @@ impl Report {
         self.http.get(config).map(Vec::as_slice).unwrap_or_default()
     }
 
+    fn pairs(&self, config: &str) -> &[Pair] {
+        self.paired
+            .runs
+            .get(config)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
     /// Median over rounds of `f(a, b)` for the runs of `a` and `b` in the same round.
     fn per_round(&self, a: &str, b: &str, f: impl Fn(&Run, &Run) -> f64) -> f64 {
         median(
@@ -289,24 +302,16 @@ impl Report {
     /// Median over rounds of `config`'s paired ratio (NaN, reported as no number, when it was
     /// not paired).
     fn paired_ratio(&self, config: &str) -> f64 {
-        let runs = self.paired.runs.get(config).map(Vec::as_slice);
-        median(runs.unwrap_or_default().iter().map(Pair::ratio).collect())
+        column(self.pairs(config), Pair::ratio)
     }
 
     /// Median over rounds of `a`'s paired ratio over `b`'s: both against the same baseline,
     /// so what remains is `a` against `b`.
     fn paired_between(&self, a: &str, b: &str) -> f64 {
-        let runs = |c: &str| {
-            self.paired
-                .runs
-                .get(c)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-        };
         median(
-            runs(a)
+            self.pairs(a)
                 .iter()
-                .zip(runs(b))
+                .zip(self.pairs(b))
                 .map(|(x, y)| x.ratio() / y.ratio())
                 .collect(),
         )
@@ -432,14 +437,13 @@ impl Report {
             .http
             .iter()
             .map(|(name, runs)| {
-                let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
                 (
                     name.to_string(),
                     json!({
                         "runs": runs,
-                        "median_rps": col(|r| r.rps),
-                        "median_p50_ms": col(|r| r.p50_ms),
-                        "median_p99_ms": col(|r| r.p99_ms),
+                        "median_rps": column(runs, |r| r.rps),
+                        "median_p50_ms": column(runs, |r| r.p50_ms),
+                        "median_p99_ms": column(runs, |r| r.p99_ms),
                     }),
                 )
             })
@@ -449,14 +453,13 @@ impl Report {
             .runs
             .iter()
             .map(|(name, runs)| {
-                let col = |f: fn(&Pair) -> f64| median(runs.iter().map(f).collect());
                 (
                     name.to_string(),
                     json!({
                         "runs": runs,
                         "median_ratio": self.paired_ratio(name),
-                        "median_cpu_us": col(|p| p.cpu_us),
-                        "median_noop_cpu_us": col(|p| p.noop_cpu_us),
+                        "median_cpu_us": column(runs, |p| p.cpu_us),
+                        "median_noop_cpu_us": column(runs, |p| p.noop_cpu_us),
                     }),
                 )
             })
@@ -515,12 +518,11 @@ impl Report {
         s += "| configuration | req/s | p50 ms | p99 ms | × direct |\n|---|---:|---:|---:|---:|\n";
         for config in crate::drive::CONFIGS {
             let runs = self.runs(config);
-            let col = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
             s += &format!(
                 "| {config} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
-                col(|r| r.rps),
-                col(|r| r.p50_ms),
-                col(|r| r.p99_ms),
+                column(runs, |r| r.rps),
+                column(runs, |r| r.p50_ms),
+                column(runs, |r| r.p99_ms),
                 self.ratio(config, "direct")
             );
         }
@@ -536,13 +538,12 @@ impl Report {
         );
         s += "| configuration | req/s (noop beside it) | CPU µs/request (noop) | × noop_wasm |\n|---|---:|---:|---:|\n";
         for (config, runs) in &self.paired.runs {
-            let col = |f: fn(&Pair) -> f64| median(runs.iter().map(f).collect());
             s += &format!(
                 "| {config} | {:.0} ({:.0}) | {:.2} ({:.2}) | {:.4} |\n",
-                col(|p| p.rps),
-                col(|p| p.noop_rps),
-                col(|p| p.cpu_us),
-                col(|p| p.noop_cpu_us),
+                column(runs, |p| p.rps),
+                column(runs, |p| p.noop_rps),
+                column(runs, |p| p.cpu_us),
+                column(runs, |p| p.noop_cpu_us),
                 self.paired_ratio(config)
             );
         }

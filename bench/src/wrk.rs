@@ -61,14 +61,7 @@ impl Wrk<'_> {
         headers: &[(&str, &str)],
         duration: Duration,
     ) -> anyhow::Result<Run> {
-        let mut cmd = match &self.cpus {
-            Some(cpus) => {
-                let mut c = tokio::process::Command::new("taskset");
-                c.args(["-c", cpus]).arg(self.binary);
-                c
-            }
-            None => tokio::process::Command::new(self.binary),
-        };
+        let mut cmd = crate::drive::on_cpus(self.binary, self.cpus.as_deref());
         cmd.args(["-t1", &format!("-c{}", self.connections)])
             .arg(format!("-d{}s", duration.as_secs().max(1)))
             .arg("-s")
