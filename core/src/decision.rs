@@ -48,9 +48,12 @@ impl core::fmt::Display for Deny {
 /// The outcome of resolving one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Send the request to `destination` (`ip:port`, IPv6 bracketed).
+    /// Send the request to `destination` (`ip:port`, IPv6 bracketed); with
+    /// `strip_authorization`, the request's `authorization` carries a gateway key other than
+    /// the one that authenticated it, and is removed.
     Route {
         destination: String,
+        strip_authorization: bool,
     },
     /// Send the request on to another cluster's gateway (boxed: it is the rare, large case).
     Forward(Box<Forward>),

@@ -66,6 +66,10 @@ pub struct Target<'a> {
     /// The client sent [`UPSTREAM_HEADER`] itself: Envoy matched its route on a header only
     /// gateways may set, so once the header is removed the route must be matched again.
     pub rematch: bool,
+    /// The `authorization: Bearer` token when the key came from a key header and the token is
+    /// something else: the sandbox's own credential, or another gateway key. Only the
+    /// resolver knows which, so it is asked ([`Decision::Route`]'s `strip_authorization`).
+    pub other_credential: Option<&'a str>,
 }
 
 /// How an entry carries out a decision that sends the request on: the destination it pins,
@@ -79,6 +83,9 @@ pub struct Routing<'a> {
     pub path: Option<&'a str>,
     pub writes: Vec<(String, String)>,
     pub rematch: bool,
+    /// `authorization` carries a gateway key that did not authenticate this request (the
+    /// admin's, another tenant's): it is removed too.
+    pub strip_authorization: bool,
 }
 
 impl RequestGrammar {
@@ -90,12 +97,16 @@ impl RequestGrammar {
         decision: &'a Decision,
     ) -> Result<Routing<'a>, &'a Deny> {
         match decision {
-            Decision::Route { destination } => Ok(Routing {
+            Decision::Route {
+                destination,
+                strip_authorization,
+            } => Ok(Routing {
                 destination,
                 path: target.rewritten_path.as_deref(),
                 writes: Vec::new(),
                 // Only a client's own upstream header moved the route; removing it must too.
                 rematch: target.rematch,
+                strip_authorization: *strip_authorization,
             }),
             // The private upstream header picks the peer cluster's route.
             Decision::Forward(forward) => Ok(Routing {
@@ -103,6 +114,8 @@ impl RequestGrammar {
                 path: None,
                 writes: self.forward_writes(target, forward),
                 rematch: true,
+                // The peer gateway decides again, and strips what it must.
+                strip_authorization: false,
             }),
             Decision::Deny(deny) => Err(deny),
         }
@@ -132,42 +145,54 @@ impl RequestGrammar {
     }
 
     /// [`parse`](Self::parse) over a request's headers as the proxy hands them over (lower-case
-    /// names); the path is the first `:path`, `/` when there is none.
-    pub fn parse_headers<'a>(
-        &'a self,
-        headers: &'a [(String, String)],
-    ) -> Result<Target<'a>, Deny> {
+    /// names, values as bytes: HTTP allows any byte 0x80–0xFF in a value); the path is the
+    /// first `:path`, `/` when there is none.
+    pub fn parse_headers<'a, N, V>(&'a self, headers: &'a [(N, V)]) -> Result<Target<'a>, Deny>
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
         let header = |name: &str| {
             headers
                 .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
+                .find(|(k, _)| k.as_ref() == name.as_bytes())
+                .map(|(_, v)| v.as_ref())
         };
         self.refuse_disagreeing_copies(headers)?;
-        self.parse(header, header(":path").unwrap_or("/"))
+        self.parse(header, header(":path").unwrap_or(b"/"))
     }
 
     /// Two copies of a header that names the sandbox, the port or the key, with different
     /// values, are refused: which one "wins" would be a guess another hop might make the other
     /// way. Identical copies are harmless.
-    fn refuse_disagreeing_copies(&self, headers: &[(String, String)]) -> Result<(), Deny> {
-        let decisive = |name: &str| {
-            name == self.id_header
-                || name == self.port_header
-                || name == "authorization"
-                || self.key_headers.iter().any(|k| k == name)
+    fn refuse_disagreeing_copies<N, V>(&self, headers: &[(N, V)]) -> Result<(), Deny>
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let decisive = |name: &[u8]| {
+            name == self.id_header.as_bytes()
+                || name == self.port_header.as_bytes()
+                || name == b"authorization"
+                || self.key_headers.iter().any(|k| k.as_bytes() == name)
         };
-        for (i, (name, value)) in headers.iter().enumerate() {
+        let mut rest = headers;
+        while let Some(((name, value), later)) = rest.split_first() {
+            let (name, value) = (name.as_ref(), value.as_ref());
             if decisive(name)
-                && headers[i + 1..]
+                && later
                     .iter()
-                    .any(|(n, v)| n == name && v != value)
+                    .any(|(n, v)| n.as_ref() == name && v.as_ref() != value)
             {
                 return Err(Deny::new(
                     DenyCode::AmbiguousRequest,
-                    format!("{name} is given more than once with different values"),
+                    format!(
+                        "{} is given more than once with different values",
+                        String::from_utf8_lossy(name)
+                    ),
                 ));
             }
+            rest = later;
         }
         Ok(())
     }
@@ -175,23 +200,32 @@ impl RequestGrammar {
     /// Reads the key, sandbox id and port. `header` returns a request header's value by its
     /// lower-case name; `path` is the client's `:path` including the query string.
     ///
+    /// Decided on bytes: a value this grammar reads must be text, and one that is not is the
+    /// refusal its field would get for any other bad value (401 for a key, 400 for an id, a
+    /// port or a path); headers it does not read are never looked at.
+    ///
     /// The id header wins over the path: a request that names its sandbox by header keeps its
     /// path untouched even if it contains the marker.
-    pub fn parse<'a, F>(&'a self, header: F, path: &'a str) -> Result<Target<'a>, Deny>
+    pub fn parse<'a, F>(&'a self, header: F, path: &'a [u8]) -> Result<Target<'a>, Deny>
     where
-        F: Fn(&str) -> Option<&'a str>,
+        F: Fn(&str) -> Option<&'a [u8]>,
     {
-        let api_key = self.api_key(&header);
+        let (api_key, other_credential) = self.credentials(&header)?;
         let forwarded = header(HOP_HEADER).is_some();
         let rematch = header(UPSTREAM_HEADER).is_some();
+        let path = text(path, DenyCode::InvalidPath, ":path")?;
         if let Some(id) = header(&self.id_header) {
-            let sandbox_id = validate_sandbox_id(id).map_err(|d| in_field(d, &self.id_header))?;
-            let port = match header(&self.port_header) {
-                Some(raw) => parse_port(raw).map_err(|d| in_field(d, &self.port_header))?,
+            let field = self.id_header.as_str();
+            let sandbox_id = text(id, DenyCode::InvalidSandboxId, field)
+                .and_then(|id| validate_sandbox_id(id).map_err(|d| in_field(d, field)))?;
+            let field = self.port_header.as_str();
+            let port = match header(field) {
+                Some(raw) => text(raw, DenyCode::InvalidPort, field)
+                    .and_then(|p| parse_port(p).map_err(|d| in_field(d, field)))?,
                 None => self.default_port.ok_or_else(|| {
                     in_field(
                         Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
-                        &self.port_header,
+                        field,
                     )
                 })?,
             };
@@ -203,6 +237,7 @@ impl RequestGrammar {
                 path,
                 forwarded,
                 rematch,
+                other_credential,
             });
         }
         let Some(found) = self.split_path(path) else {
@@ -236,48 +271,63 @@ impl RequestGrammar {
             path,
             forwarded,
             rematch,
+            other_credential,
         })
     }
 
-    /// The first non-empty key header in order, then `authorization: Bearer`.
-    fn api_key<'a, F>(&'a self, header: &F) -> Option<(&'a str, KeySource<'a>)>
+    /// The API key (the first non-empty key header in order, then `authorization: Bearer`)
+    /// and, when a key header carried it, a bearer token that is something else. A key that
+    /// is not text is an invalid key, never skipped for the next header: what the client
+    /// meant as its key must not be replaced by another.
+    #[allow(clippy::type_complexity)]
+    fn credentials<'a, F>(
+        &'a self,
+        header: &F,
+    ) -> Result<(Option<(&'a str, KeySource<'a>)>, Option<&'a str>), Deny>
     where
-        F: Fn(&str) -> Option<&'a str>,
+        F: Fn(&str) -> Option<&'a [u8]>,
     {
+        let bearer = match header("authorization").filter(|_| self.bearer) {
+            Some(value) => match bearer_bytes(value) {
+                Some(token) => Some(text(token, DenyCode::InvalidApiKey, "authorization")?),
+                None => None,
+            },
+            None => None,
+        };
         for name in &self.key_headers {
-            if let Some(v) = header(name).map(str::trim).filter(|v| !v.is_empty()) {
-                return Some((v, KeySource::Header(name)));
+            let Some(raw) = header(name) else { continue };
+            let key = text(raw, DenyCode::InvalidApiKey, name)?.trim();
+            if !key.is_empty() {
+                let other = bearer.filter(|t| *t != key);
+                return Ok((Some((key, KeySource::Header(name))), other));
             }
         }
-        if self.bearer {
-            return header("authorization")
-                .and_then(bearer_token)
-                .map(|k| (k, KeySource::Bearer));
-        }
-        None
+        Ok((bearer.map(|k| (k, KeySource::Bearer)), None))
     }
 
     /// Whether a request header must be removed before the request reaches a sandbox: every
     /// key header, every `x-sandbox-*` and `x-sandgate-*` header, the original-destination
-    /// header a client could forge, and `authorization` when it carries the caller's key.
-    pub fn is_gateway_header(&self, name: &str, value: &str, api_key: Option<&str>) -> bool {
+    /// header a client could forge, and `authorization` when it carries the caller's key
+    /// (however it is spelled). Names and values are bytes: a value that is not text is
+    /// judged by its name like any other.
+    pub fn is_gateway_header(&self, name: &[u8], value: &[u8], api_key: Option<&str>) -> bool {
         if self
             .key_headers
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(name))
-            || name.eq_ignore_ascii_case(&self.id_header)
-            || name.eq_ignore_ascii_case(&self.port_header)
-            || starts_with_ignore_case(name, "x-sandbox-")
-            || starts_with_ignore_case(name, PRIVATE_HEADER_PREFIX)
-            || name.eq_ignore_ascii_case("x-envoy-original-dst-host")
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            || name.eq_ignore_ascii_case(self.id_header.as_bytes())
+            || name.eq_ignore_ascii_case(self.port_header.as_bytes())
+            || starts_with_ignore_case(name, b"x-sandbox-")
+            || starts_with_ignore_case(name, PRIVATE_HEADER_PREFIX.as_bytes())
+            || name.eq_ignore_ascii_case(b"x-envoy-original-dst-host")
         {
             return true;
         }
         // An `authorization` header meant for the sandbox's own app stays; one that carries
         // the gateway key (however it was sent) must not leak.
-        name.eq_ignore_ascii_case("authorization")
+        name.eq_ignore_ascii_case(b"authorization")
             && self.bearer
-            && bearer_token(value).is_some_and(|t| Some(t) == api_key)
+            && api_key.is_some_and(|k| bearer_bytes(value) == Some(k.as_bytes()))
     }
 
     /// The request headers a forwarded request gets, in write order (a later write of the same
@@ -350,16 +400,32 @@ fn split_once_or_all(s: &str) -> (&str, &str) {
     s.split_once('/').unwrap_or((s, ""))
 }
 
-fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
-/// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+/// The token of an `authorization: Bearer <token>` value: the scheme in any case, then any
+/// run of spaces and tabs (RFC 9110's `1*SP`, and the tab some clients send), then the token.
 pub fn bearer_token(value: &str) -> Option<&str> {
-    let value = value.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    // The token is a sub-slice of a `str`, cut at ASCII bytes: it is text too.
+    bearer_bytes(value.as_bytes()).and_then(|t| core::str::from_utf8(t).ok())
+}
+
+/// [`bearer_token`] on bytes: the token is returned whatever its bytes.
+pub fn bearer_bytes(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let scheme = value.get(..6)?;
+    let rest = value.get(6..)?;
+    let token = rest.trim_ascii_start();
+    let separated = rest.len() > token.len();
+    (scheme.eq_ignore_ascii_case(b"bearer") && separated && !token.is_empty()).then_some(token)
+}
+
+/// A value the grammar reads, as text; bytes that are not UTF-8 are `code` in `field`.
+fn text<'a>(value: &'a [u8], code: DenyCode, field: &str) -> Result<&'a str, Deny> {
+    core::str::from_utf8(value)
+        .map_err(|_| Deny::new(code, format!("{field}: the value is not valid UTF-8 text")))
 }
 
 fn in_field(deny: Deny, field: &str) -> Deny {
@@ -379,8 +445,13 @@ mod tests {
         path: &'a str,
     ) -> Result<Target<'a>, Deny> {
         g.parse(
-            |name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v),
-            path,
+            |name| {
+                headers
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.as_bytes())
+            },
+            path.as_bytes(),
         )
     }
 
@@ -457,6 +528,7 @@ mod tests {
         let g = RequestGrammar::default();
         let route = Decision::Route {
             destination: "10.0.0.7:8080".into(),
+            strip_authorization: false,
         };
         // By path: the path without the gateway's part; the route stays.
         let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/8080/a?q=1").unwrap();
@@ -493,7 +565,7 @@ mod tests {
     fn private_headers_are_gateway_headers() {
         let g = RequestGrammar::default();
         for name in [HOP_HEADER, UPSTREAM_HEADER, "X-Sandgate-Anything"] {
-            assert!(g.is_gateway_header(name, "v", None), "{name}");
+            assert!(g.is_gateway_header(name.as_bytes(), b"v", None), "{name}");
         }
     }
 
@@ -739,13 +811,142 @@ mod tests {
             "x-sandbox-anything",
             "x-envoy-original-dst-host",
         ] {
-            assert!(g.is_gateway_header(name, "v", Some("k")), "{name}");
+            assert!(
+                g.is_gateway_header(name.as_bytes(), b"v", Some("k")),
+                "{name}"
+            );
         }
-        assert!(g.is_gateway_header("authorization", "Bearer k", Some("k")));
-        assert!(!g.is_gateway_header("authorization", "Bearer app-token", Some("k")));
-        assert!(!g.is_gateway_header("authorization", "Bearer k", None));
-        assert!(!g.is_gateway_header("content-type", "text/plain", Some("k")));
-        assert!(!g.is_gateway_header("x-sandbox", "v", Some("k")));
+        assert!(g.is_gateway_header(b"authorization", b"Bearer k", Some("k")));
+        assert!(!g.is_gateway_header(b"authorization", b"Bearer app-token", Some("k")));
+        assert!(!g.is_gateway_header(b"authorization", b"Bearer k", None));
+        assert!(!g.is_gateway_header(b"content-type", b"text/plain", Some("k")));
+        assert!(!g.is_gateway_header(b"x-sandbox", b"v", Some("k")));
+    }
+
+    /// Header pairs as bytes, as the filter reads them from Envoy.
+    fn bytes(pairs: &[(&str, &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn values_that_are_not_text_get_their_fields_refusal_and_others_pass() {
+        let g = RequestGrammar::default();
+        let path: (&str, &[u8]) = (":path", b"/sandboxes/sb/80/x");
+        let key: (&str, &[u8]) = ("x-api-key", b"k");
+        let bad: &[u8] = b"\xff\xfe";
+        for (headers, code) in [
+            (vec![path, ("x-api-key", bad)], DenyCode::InvalidApiKey),
+            (
+                vec![path, ("agentbox-api-key", bad)],
+                DenyCode::InvalidApiKey,
+            ),
+            (
+                vec![path, ("authorization", b"Bearer \xff".as_slice())],
+                DenyCode::InvalidApiKey,
+            ),
+            (
+                vec![path, key, ("x-sandbox-id", bad)],
+                DenyCode::InvalidSandboxId,
+            ),
+            (
+                vec![
+                    path,
+                    key,
+                    ("x-sandbox-id", b"sb".as_slice()),
+                    ("x-sandbox-port", bad),
+                ],
+                DenyCode::InvalidPort,
+            ),
+            (
+                vec![(":path", b"/sandboxes/sb/80/caf\xe9".as_slice()), key],
+                DenyCode::InvalidPath,
+            ),
+        ] {
+            let err = g.parse_headers(&bytes(&headers)).unwrap_err();
+            assert_eq!(err.code, code, "{headers:?}");
+            assert!(err.message.contains("UTF-8"), "{}", err.message);
+        }
+        // Headers the grammar does not read pass whatever their bytes: an ordinary header, an
+        // app's own non-bearer credential, a private header that is stripped anyway.
+        let h = bytes(&[
+            path,
+            key,
+            ("x-note", bad),
+            ("authorization", b"Basic \xff".as_slice()),
+            ("x-sandbox-extra", bad),
+        ]);
+        let t = g.parse_headers(&h).unwrap();
+        assert_eq!((t.sandbox_id, t.api_key.map(|k| k.0)), ("sb", Some("k")));
+        assert_eq!(t.other_credential, None);
+        assert!(!g.is_gateway_header(b"x-note", bad, Some("k")));
+        assert!(!g.is_gateway_header(b"authorization", b"Basic \xff", Some("k")));
+        assert!(g.is_gateway_header(b"x-sandbox-extra", bad, Some("k")));
+        assert!(g.is_gateway_header(b"agentbox-api-key", bad, None));
+        // A key that is not text is refused, not skipped for the next key header.
+        let h = bytes(&[path, ("agentbox-api-key", bad), key]);
+        assert_eq!(
+            g.parse_headers(&h).unwrap_err().code,
+            DenyCode::InvalidApiKey
+        );
+    }
+
+    #[test]
+    fn another_bearer_token_beside_a_header_key_is_handed_to_the_resolver() {
+        let g = RequestGrammar::default();
+        let t = |auth: &str| {
+            let h = list(&[
+                (":path", "/sandboxes/sb/80/"),
+                ("x-api-key", "k"),
+                ("authorization", auth),
+            ]);
+            g.parse_headers(&h)
+                .unwrap()
+                .other_credential
+                .map(str::to_string)
+        };
+        assert_eq!(t("Bearer admin"), Some("admin".into()));
+        assert_eq!(t("bearer\tother"), Some("other".into()));
+        // The caller's own key is stripped by name; a non-bearer value is the app's.
+        assert_eq!(t("Bearer k"), None);
+        assert_eq!(t("Basic Zm9v"), None);
+        // With the key in authorization itself, there is no other credential.
+        let h = list(&[
+            (":path", "/sandboxes/sb/80/"),
+            ("authorization", "Bearer k"),
+        ]);
+        assert_eq!(g.parse_headers(&h).unwrap().other_credential, None);
+    }
+
+    #[test]
+    fn a_route_may_ask_to_strip_authorization() {
+        let g = RequestGrammar::default();
+        let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/80/").unwrap();
+        let route = Decision::Route {
+            destination: "10.0.0.7:80".into(),
+            strip_authorization: true,
+        };
+        assert!(g.routing(&t, &route).unwrap().strip_authorization);
+    }
+
+    #[test]
+    fn the_callers_key_in_authorization_is_stripped_in_every_spelling() {
+        let g = RequestGrammar::default();
+        for value in [
+            "Bearer k",
+            "bearer k",
+            "BEARER k",
+            "Bearer\tk",
+            "Bearer \t  k",
+            " Bearer k ",
+        ] {
+            assert!(
+                g.is_gateway_header(b"Authorization", value.as_bytes(), Some("k")),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]
@@ -758,5 +959,10 @@ mod tests {
         assert_eq!(bearer_token("Bearer "), None);
         assert_eq!(bearer_token("Bearer"), None);
         assert_eq!(bearer_token("Token abc"), None);
+        assert_eq!(bearer_token("Bearer\tabc"), Some("abc"));
+        assert_eq!(bearer_token("bEaReR \t abc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer\t"), None);
+        assert_eq!(bearer_bytes(b"Bearer \xff"), Some(b"\xff".as_slice()));
+        assert_eq!(bearer_bytes(b"\xffearer abc"), None);
     }
 }

@@ -21,6 +21,9 @@ pub enum DenyCode {
     InvalidSandboxId,
     MissingPort,
     InvalidPort,
+    /// The `:path` is not text (a byte 0x80–0xFF that is not UTF-8), so no sandbox can be
+    /// read from it. Envoy's path normalisation escapes such bytes first where it is on.
+    InvalidPath,
     /// A header that names the sandbox, the port or the key comes twice with different values.
     AmbiguousRequest,
     MissingApiKey,
@@ -52,11 +55,12 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 20] = [
+    pub const ALL: [DenyCode; 21] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
         DenyCode::InvalidPort,
+        DenyCode::InvalidPath,
         DenyCode::AmbiguousRequest,
         DenyCode::MissingApiKey,
         DenyCode::InvalidApiKey,
@@ -83,6 +87,7 @@ impl DenyCode {
             InvalidSandboxId => (400, "invalid_sandbox_id", GrpcCode::InvalidArgument),
             MissingPort => (400, "missing_port", GrpcCode::InvalidArgument),
             InvalidPort => (400, "invalid_port", GrpcCode::InvalidArgument),
+            InvalidPath => (400, "invalid_path", GrpcCode::InvalidArgument),
             AmbiguousRequest => (400, "ambiguous_request", GrpcCode::InvalidArgument),
             MissingApiKey => (401, "missing_api_key", GrpcCode::Unauthenticated),
             InvalidApiKey => (401, "invalid_api_key", GrpcCode::Unauthenticated),
@@ -155,6 +160,7 @@ mod tests {
                     InvalidSandboxId,
                     MissingPort,
                     InvalidPort,
+                    InvalidPath,
                     AmbiguousRequest,
                 ][..],
             ),
