@@ -21,11 +21,12 @@ fuzz_target!(|data: &[u8]| {
         path: "/",
         forwarded: false,
         rematch: false,
+        other_credential: None,
     });
     let view = sandgate_filter::cache::View::default();
     assert!(sandgate_filter::cache::Entry::read(body, key, &view, 0).is_none());
     match decision {
-        Decision::Route { destination } => assert!(status == 0 && !destination.is_empty()),
+        Decision::Route { destination, .. } => assert!(status == 0 && !destination.is_empty()),
         Decision::Forward(f) => assert!(status == 0 && !f.destination.is_empty()),
         Decision::Deny(d) => {
             if status != 0 {

@@ -22,8 +22,9 @@ fuzz_target!(|data: &[u8]| {
         port: r.port,
         forwarded: r.forwarded,
         client: r.client_address.parse().ok(),
+        other_credential: Some(r.other_credential.as_str()).filter(|c| !c.is_empty()),
     }));
-    if let Decision::Route { destination } = decision {
+    if let Decision::Route { destination, .. } = decision {
         let ip = destination
             .rsplit_once(':')
             .map(|(ip, _)| ip.trim_matches(['[', ']']))

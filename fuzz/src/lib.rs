@@ -15,14 +15,21 @@ use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{PodKeys, PodStore, inventory};
 
 /// Input as header lines `name: value` (the first line is the `:path`), so a corpus file reads
-/// like a request. Names are lower-cased, as Envoy hands them over.
-pub fn header_list(data: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(data);
-    let mut lines = text.split('\n');
-    let mut list = vec![(":path".to_string(), lines.next().unwrap_or("/").to_string())];
+/// like a request. Names are lower-cased, as Envoy hands them over; names and values stay
+/// bytes, whatever they are (Envoy passes obs-text 0x80–0xFF in values).
+pub fn header_list(data: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut lines = data.split(|&b| b == b'\n');
+    let path = lines.next().unwrap_or(b"/");
+    let mut list = vec![(b":path".to_vec(), path.to_vec())];
     for line in lines {
-        let (name, value) = line.split_once(':').unwrap_or((line, ""));
-        list.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(at) => (&line[..at], &line[at + 1..]),
+            None => (line, &[][..]),
+        };
+        list.push((
+            name.trim_ascii().to_ascii_lowercase(),
+            value.trim_ascii().to_vec(),
+        ));
     }
     list
 }

@@ -219,6 +219,7 @@ fn decide(gw: &Gateway, key: &str, id: &str) -> Decision {
         port: PORT,
         forwarded: false,
         client: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        other_credential: None,
     }))
 }
 
@@ -228,7 +229,8 @@ fn assert_all_route(gw: &Gateway, probes: &[(String, String)]) {
         assert_eq!(
             decide(gw, TENANT_KEY, id),
             Decision::Route {
-                destination: dest.clone()
+                destination: dest.clone(),
+                strip_authorization: false,
             },
             "{id}"
         );

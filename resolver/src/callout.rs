@@ -10,13 +10,14 @@ use futures::Stream;
 use sandgate_core::Decision;
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, ResolveReply,
-    ResolveRequest, Route, WatchGenerationsRequest, resolve_reply,
+    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, Lockout,
+    ResolveReply, ResolveRequest, Route, WatchGenerationsRequest, resolve_reply,
 };
 use tonic::{Request, Response, Status};
 
 use crate::decide::{Facts, Gateway, Keep};
 use crate::generation::BUCKETS;
+use crate::keys::limit::Locked;
 
 /// How often a watcher looks for changed generations: the most a filter lags behind a change
 /// (plus delivery). Reading 1024 sums costs a few microseconds.
@@ -33,7 +34,13 @@ pub fn server(gateway: Arc<Gateway>) -> ResolverServer<ResolveService> {
 /// The wire form of a decision.
 pub fn reply(decision: Decision, keep: Option<Keep>) -> ResolveReply {
     let outcome = match decision {
-        Decision::Route { destination } => resolve_reply::Outcome::Route(Route { destination }),
+        Decision::Route {
+            destination,
+            strip_authorization,
+        } => resolve_reply::Outcome::Route(Route {
+            destination,
+            strip_authorization,
+        }),
         Decision::Forward(f) => resolve_reply::Outcome::Forward(Forward {
             destination: f.destination,
             authority: f.authority,
@@ -88,7 +95,29 @@ fn changes(held: &[u64], now: &[u64]) -> Option<Generations> {
         reset,
         bucket,
         generation,
+        ..Default::default()
     })
+}
+
+/// Most locked addresses one message carries; past it the filters treat every address as
+/// locked (they ask the resolver, which knows) until the list fits again.
+const MAX_LOCKOUTS: usize = 4096;
+
+/// Adds the failed-key limiter's locked addresses to `message` (creating one if needed).
+fn with_lockouts(message: Option<Generations>, locked: Locked) -> Generations {
+    let mut m = message.unwrap_or_default();
+    m.lockouts_set = true;
+    m.lockouts_overflow = locked.overflow;
+    m.lockouts = locked
+        .addresses
+        .into_iter()
+        .map(|(ip, left)| Lockout {
+            address: ip.to_string(),
+            // Rounded up: a lock must not end early in the filter.
+            remaining_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX) + 1,
+        })
+        .collect();
+    m
 }
 
 /// Counts an open watcher in the metrics for as long as it lives.
@@ -128,6 +157,7 @@ impl Resolver for ResolveService {
                 port: r.port,
                 forwarded: r.forwarded,
                 client: r.client_address.parse().ok(),
+                other_credential: Some(r.other_credential.as_str()).filter(|c| !c.is_empty()),
             })
             .await;
         Ok(Response::new(reply(decision, keep)))
@@ -142,16 +172,24 @@ impl Resolver for ResolveService {
         let watcher = Watcher::new(Arc::clone(&self.gateway));
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The lock list goes out first with everything, then whenever an address is newly
+        // locked (an expired lock ends in the filter by its own clock).
         let stream = futures::stream::unfold(
-            (watcher, Vec::new(), tick),
-            |(watcher, mut held, mut tick)| async move {
+            (watcher, Vec::new(), None, tick),
+            |(watcher, mut held, mut locks, mut tick)| async move {
                 loop {
                     tick.tick().await;
                     let now = watcher.now();
-                    let message = changes(&held, &now);
+                    let mut message = changes(&held, &now);
                     held = now;
+                    let limiter = &watcher.0.key_failures;
+                    let version = limiter.version();
+                    if locks != Some(version) {
+                        locks = Some(version);
+                        message = Some(with_lockouts(message, limiter.locked(MAX_LOCKOUTS)));
+                    }
                     if let Some(message) = message {
-                        return Some((Ok(message), (watcher, held, tick)));
+                        return Some((Ok(message), (watcher, held, locks, tick)));
                     }
                 }
             },
@@ -186,6 +224,21 @@ mod tests {
         let moved = changes(&[5, 6, 7], &[5, 9, 7]).unwrap();
         assert!(!moved.reset);
         assert_eq!((moved.bucket, moved.generation), (vec![1], vec![9]));
+    }
+
+    #[test]
+    fn locked_addresses_ride_along_or_make_their_own_message() {
+        let locked = Locked {
+            addresses: vec![("192.0.2.7".parse().unwrap(), Duration::from_millis(1500))],
+            overflow: false,
+        };
+        let alone = with_lockouts(None, locked);
+        assert!(alone.lockouts_set && !alone.reset && alone.bucket.is_empty());
+        assert_eq!(alone.lockouts[0].address, "192.0.2.7");
+        assert_eq!(alone.lockouts[0].remaining_ms, 1501);
+        let first = with_lockouts(changes(&[], &[1, 2]), Locked::default());
+        assert!(first.reset && first.lockouts_set && first.lockouts.is_empty());
+        assert_eq!(first.bucket, vec![0, 1]);
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address of the Resolve gRPC server (the per-request callout).
+    /// Address of the internal gRPC server: Resolve and the filter's cache calls, ext_proc, the
+    /// activity access log (internal token required).
     #[arg(long, env = "SANDGATE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
     /// Address of the ControlPlaneService gRPC server (admin key required).
@@ -129,6 +130,19 @@ pub struct ServeArgs {
     /// File with admin keys, one per line (e.g. a mounted Secret); reloaded when it changes.
     #[arg(long, env = "SANDGATE_ADMIN_KEY_FILE")]
     pub admin_key_file: Option<PathBuf>,
+    /// Token the gateway's Envoy presents (`authorization: Bearer <token>`) on every call to
+    /// --grpc-listen. Repeat, or comma-separate in the env var, to accept several during
+    /// rotation. With no token at all, every call there is refused.
+    #[arg(
+        long = "internal-token",
+        env = "SANDGATE_INTERNAL_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub internal_tokens: Vec<String>,
+    /// File with internal tokens, one per line (e.g. a mounted Secret); reloaded when it changes.
+    #[arg(long, env = "SANDGATE_INTERNAL_TOKEN_FILE")]
+    pub internal_token_file: Option<PathBuf>,
     /// YAML file with tenant (and optionally admin) keys; reloaded when it changes.
     #[arg(long, env = "SANDGATE_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
@@ -359,6 +373,28 @@ mod tests {
         assert_eq!(
             args.request_grammar(),
             Ok(sandgate_core::RequestGrammar::default())
+        );
+    }
+
+    #[test]
+    fn internal_tokens_repeat_or_comma_separate() {
+        let cli = Cli::try_parse_from([
+            "sandgate-resolver",
+            "serve",
+            "--internal-token",
+            "a,b",
+            "--internal-token=c",
+            "--internal-token-file",
+            "/run/sandgate/token",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.internal_tokens, ["a", "b", "c"]);
+        assert_eq!(
+            args.internal_token_file,
+            Some(PathBuf::from("/run/sandgate/token"))
         );
     }
 

@@ -1,5 +1,5 @@
 //! The ControlPlaneService entry: how the controller pushes and evicts routes and reads activity.
-//! Every RPC passes through an interceptor that demands `authorization: Bearer <admin key>`.
+//! Every RPC passes through the [`BearerGuard`], which demands `authorization: Bearer <admin key>`.
 
 use std::sync::Arc;
 
@@ -11,14 +11,15 @@ use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     PushClusterConfigRequest, PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
 };
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::activity::ActivityTracker;
 use crate::cache::RouteCache;
 use crate::clusters::{ClusterStore, Source};
+use crate::guard::{AdminKey, BearerGuard};
 use crate::keys::KeyStore;
+use crate::metrics::Metrics;
 
 pub struct ControlPlane {
     routes: Arc<RouteCache>,
@@ -26,42 +27,20 @@ pub struct ControlPlane {
     clusters: Arc<ClusterStore>,
 }
 
-/// Admits a request only with `authorization: Bearer <admin key>`.
-#[derive(Clone)]
-pub struct AdminGuard {
-    keys: Arc<KeyStore>,
-}
-
-impl Interceptor for AdminGuard {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(sandgate_core::bearer_token);
-        match presented {
-            Some(k) if self.keys.is_admin(k) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("the admin key is not valid")),
-            None => Err(Status::unauthenticated(
-                "an admin key is required: authorization: Bearer <admin key>",
-            )),
-        }
-    }
-}
-
 pub fn server(
     routes: Arc<RouteCache>,
     activity: Arc<ActivityTracker>,
     clusters: Arc<ClusterStore>,
     keys: Arc<KeyStore>,
-) -> InterceptedService<ControlPlaneServiceServer<ControlPlane>, AdminGuard> {
+    metrics: Arc<Metrics>,
+) -> InterceptedService<ControlPlaneServiceServer<ControlPlane>, BearerGuard> {
     InterceptedService::new(
         ControlPlaneServiceServer::new(ControlPlane {
             routes,
             activity,
             clusters,
         }),
-        AdminGuard { keys },
+        BearerGuard::new("control", Arc::new(AdminKey(keys)), metrics),
     )
 }
 

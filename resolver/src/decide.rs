@@ -51,6 +51,9 @@ pub struct Facts<'a> {
     pub forwarded: bool,
     /// The client's address, when the entry knows it (limits failed key guesses).
     pub client: Option<IpAddr>,
+    /// A bearer token sent beside the key ([`sandgate_core::Target::other_credential`]): a
+    /// routed answer says whether it is a gateway key the sandbox must not see.
+    pub other_credential: Option<&'a str>,
 }
 
 /// Everything a decision reads, shared by all entries.
@@ -177,6 +180,9 @@ impl Gateway {
         self.activity.touch(id);
         Ok(Decision::Route {
             destination: SocketAddr::new(ip, port).to_string(),
+            strip_authorization: facts
+                .other_credential
+                .is_some_and(|c| self.keys.is_known(c)),
         })
     }
 
@@ -425,12 +431,13 @@ pub(crate) mod tests {
                 port,
                 forwarded,
                 client: Some(IpAddr::from([192, 0, 2, 1])),
+                other_credential: None,
             }))
         }
 
         fn decide(&self, key: &str, id: &str, port: u32) -> Result<String, DenyCode> {
             match self.decision(key, id, port, false) {
-                Decision::Route { destination } => Ok(destination),
+                Decision::Route { destination, .. } => Ok(destination),
                 Decision::Forward(f) => Ok(format!("forward {}", f.destination)),
                 Decision::Deny(d) => Err(d.code),
             }
@@ -559,8 +566,40 @@ pub(crate) mod tests {
             port: 80,
             forwarded: false,
             client: Some(IpAddr::from([192, 0, 2, 2])),
+            other_credential: None,
         }));
         assert!(matches!(other, Decision::Route { .. }));
+    }
+
+    #[test]
+    fn a_gateway_key_beside_the_one_that_authenticated_is_stripped_an_app_token_is_not() {
+        let f = fixture(FALLBACK);
+        f.running("p1", "sb", "10.0.0.7");
+        let strip = |other: &str| {
+            let d = futures::executor::block_on(f.gw.decide(Facts {
+                api_key: "acme-key",
+                sandbox_id: "sb",
+                port: 80,
+                forwarded: false,
+                client: Some(IpAddr::from([192, 0, 2, 1])),
+                other_credential: Some(other),
+            }));
+            match d {
+                Decision::Route {
+                    strip_authorization,
+                    ..
+                } => strip_authorization,
+                other => panic!("not routed: {other:?}"),
+            }
+        };
+        assert!(strip("admin"), "the admin key");
+        assert!(strip("globex-key"), "another tenant's key");
+        assert!(!strip("app-token"), "the sandbox app's own credential");
+        // Checking it is no key guess: the limiter never hears of it.
+        for _ in 0..5 {
+            strip("app-token");
+        }
+        assert_eq!(f.decide("acme-key", "sb", 80), Ok("10.0.0.7:80".into()));
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl ExtProc {
                 port: u32::from(target.port),
                 forwarded: target.forwarded,
                 client,
+                other_credential: target.other_credential,
             })
             .await;
         let routing = match self.grammar.routing(&target, &decision) {
@@ -113,15 +114,20 @@ impl ExtProc {
         writes.extend(routing.path.map(|p| (":path", p)));
         writes.extend(routing.writes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         // A header that is written is overwritten, not also removed: one write, whatever
-        // order Envoy applies removals and sets in.
+        // order Envoy applies removals and sets in. Judged by name (and, for authorization,
+        // value) whatever the value's bytes: a gateway header that is not text goes too.
         let mut remove_headers: Vec<String> = headers
             .iter()
             .filter(|(name, value)| {
-                !writes.iter().any(|(w, _)| w == name)
-                    && self.grammar.is_gateway_header(name, value, api_key)
+                !writes.iter().any(|(w, _)| w.as_bytes() == name.as_bytes())
+                    && (self
+                        .grammar
+                        .is_gateway_header(name.as_bytes(), value, api_key)
+                        || (routing.strip_authorization && name == "authorization"))
             })
             .map(|(name, _)| name.clone())
             .collect();
+        remove_headers.sort_unstable();
         remove_headers.dedup();
         ProcessingResponse {
             response: Some(Reply::RequestHeaders(HeadersResponse {
@@ -156,20 +162,20 @@ fn client_address(message: &ProcessingRequest) -> Option<std::net::IpAddr> {
     }
 }
 
-/// Header names and values as text. Envoy sends values in `raw_value` (bytes) or, from older
-/// versions, `value`; a value that is not UTF-8 cannot name a sandbox or carry a key and is
-/// left out.
-fn header_list(map: Option<&HeaderMap>) -> Vec<(String, String)> {
+/// Header names (lower case) and values as bytes, every one of them: Envoy sends values in
+/// `raw_value` or, from older versions, `value`. The grammar decides on the bytes, so a value
+/// that is not UTF-8 still gets its deliberate answer and, if it is a gateway header, removed.
+fn header_list(map: Option<&HeaderMap>) -> Vec<(String, Vec<u8>)> {
     map.map(|m| m.headers.as_slice())
         .unwrap_or_default()
         .iter()
-        .filter_map(|h| {
+        .map(|h| {
             let value = if h.raw_value.is_empty() {
-                h.value.clone()
+                h.value.as_bytes().to_vec()
             } else {
-                String::from_utf8(h.raw_value.clone()).ok()?
+                h.raw_value.clone()
             };
-            Some((h.key.to_ascii_lowercase(), value))
+            (h.key.to_ascii_lowercase(), value)
         })
         .collect()
 }
@@ -262,6 +268,11 @@ mod tests {
     }
 
     fn headers(list: &[(&str, &str)]) -> ProcessingRequest {
+        let list: Vec<(&str, &[u8])> = list.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        header_bytes(&list)
+    }
+
+    fn header_bytes(list: &[(&str, &[u8])]) -> ProcessingRequest {
         ProcessingRequest {
             request: Some(Phase::RequestHeaders(HttpHeaders {
                 headers: Some(HeaderMap {
@@ -269,7 +280,7 @@ mod tests {
                         .iter()
                         .map(|(k, v)| HeaderValue {
                             key: (*k).into(),
-                            raw_value: v.as_bytes().to_vec(),
+                            raw_value: v.to_vec(),
                             ..Default::default()
                         })
                         .collect(),
@@ -360,6 +371,44 @@ mod tests {
                 .all(|o| o.header.as_ref().unwrap().value.is_empty())
         );
         assert_eq!(m.remove_headers, ["x-api-key", "x-sandbox-extra"]);
+    }
+
+    #[test]
+    fn gateway_headers_go_whatever_their_bytes_and_other_gateway_keys_with_them() {
+        let x = extproc();
+        let removed = |extra: &[(&str, &[u8])]| {
+            let mut list: Vec<(&str, &[u8])> =
+                vec![(":path", b"/sandboxes/sb/80/"), ("x-api-key", b"acme-key")];
+            list.extend_from_slice(extra);
+            let r = x.respond_now(&header_bytes(&list)).unwrap();
+            assert_eq!(destination(&r).as_deref(), Some("10.0.0.7:80"), "{extra:?}");
+            mutation(&r).remove_headers
+        };
+        assert_eq!(
+            removed(&[
+                ("x-sandbox-extra", b"\xff"),
+                ("x-sandgate-hop", b"\xfe"),
+                ("x-note", b"\xff"),
+            ]),
+            ["x-api-key", "x-sandbox-extra", "x-sandgate-hop"]
+        );
+        // Another gateway key in authorization (any spelling) goes; an app's token stays.
+        for auth in [&b"Bearer admin"[..], b"bearer\tglobex-key"] {
+            assert!(removed(&[("authorization", auth)]).contains(&"authorization".to_string()));
+        }
+        assert_eq!(
+            removed(&[("authorization", b"Bearer app-token")]),
+            ["x-api-key"]
+        );
+        // A key that is not text is the 401 it is, not a missing key.
+        let r = x
+            .respond_now(&header_bytes(&[
+                (":path", b"/sandboxes/sb/80/"),
+                ("x-api-key", b"\xff"),
+            ]))
+            .unwrap();
+        assert_eq!(immediate(&r).map(|(s, _)| s), Some(401));
+        assert!(immediate(&r).unwrap().1.contains("invalid_api_key"));
     }
 
     #[test]

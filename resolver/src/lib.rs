@@ -4,7 +4,9 @@
 //! Kubernetes or a static inventory), [`activity`] (last-active per sandbox), [`keys`] (who is
 //! calling), [`clusters`] (peer clusters and their gateways), [`decide`] (the one decision path). Entries are thin shells over `decide`:
 //! [`callout`] (Resolve gRPC), [`control`] (ControlPlaneService), [`http`] (health, metrics,
-//! last-active). [`serve`] wires them together; [`config`] is the typed CLI.
+//! last-active); [`guard`] admits gRPC calls by bearer credential (the internal token on the
+//! gRPC port, the admin key on the control port). [`serve`] wires them together; [`config`]
+//! is the typed CLI.
 
 pub mod accesslog;
 pub mod activity;
@@ -17,6 +19,7 @@ pub mod ctl;
 pub mod decide;
 pub mod extproc;
 pub mod generation;
+pub mod guard;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -31,6 +31,14 @@ struct ConfigLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// `grpc` (the internal token) or `control` (the admin key).
+    listener: &'static str,
+    /// `missing` (no bearer token) or `invalid`.
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InformerLabels {
     resource: &'static str,
     event: &'static str,
@@ -50,6 +58,7 @@ pub struct Metrics {
     annotation_writes: Family<StreamLabels, Counter>,
     cache_hits: Counter,
     generation_watchers: Gauge,
+    unauthenticated: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -120,8 +129,15 @@ impl Default for Metrics {
             "Open WatchGenerations streams (one per filter VM with its cache on)",
             generation_watchers.clone(),
         );
+        let unauthenticated = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "unauthenticated_calls",
+            "gRPC calls refused for a missing or invalid credential, by listener and reason",
+            unauthenticated.clone(),
+        );
         Metrics {
             registry,
+            unauthenticated,
             cache_hits,
             generation_watchers,
             annotation_writes,
@@ -168,6 +184,13 @@ impl Metrics {
     pub fn annotation_write(&self, result: &'static str) {
         self.annotation_writes
             .get_or_create(&StreamLabels { result })
+            .inc();
+    }
+
+    /// A gRPC call refused by a listener's guard (`reason`: `missing` or `invalid`).
+    pub fn unauthenticated(&self, listener: &'static str, reason: &'static str) {
+        self.unauthenticated
+            .get_or_create(&RefusalLabels { listener, reason })
             .inc();
     }
 

@@ -19,6 +19,8 @@ use crate::clusters::dns::DnsCache;
 use crate::clusters::{ClusterStore, Source as ClusterSource};
 use crate::config::{PodSource, ServeArgs};
 use crate::decide::Gateway;
+use crate::guard::BearerGuard;
+use crate::keys::internal::InternalTokens;
 use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
@@ -69,6 +71,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         })?;
+    }
+
+    // The gRPC port's credential: closed (every call refused) until a token is configured.
+    let internal = Arc::new(InternalTokens::new(&args.internal_tokens));
+    if let Some(path) = &args.internal_token_file {
+        watch_file(&mut tasks, path, args.reload_interval, {
+            let internal = Arc::clone(&internal);
+            move |text| {
+                internal.set_file(file::parse_key_lines(text));
+                Ok(())
+            }
+        })?;
+    }
+    if internal.count() == 0 {
+        tracing::warn!(
+            listen = %args.grpc_listen,
+            "no internal token (--internal-token, --internal-token-file): every call to the \
+             gRPC port is refused, so Envoy gets no decisions"
+        );
     }
 
     // One Kubernetes client for everything watched there.
@@ -168,7 +189,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let (admins, tenants) = keys.counts();
-    tracing::info!(admins, tenants, "keys loaded from flags and files");
+    tracing::info!(
+        admins,
+        tenants,
+        internal_tokens = internal.count(),
+        "keys loaded from flags and files"
+    );
 
     tasks.spawn(Arc::clone(&routes).run_sweeper(args.sweep_interval));
     tasks.spawn(activity_upkeep(
@@ -217,8 +243,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
     // Envoy's `resolver` cluster carries the per-request callout (wasm filter), the ext_proc
-    // entry, and the periodic access-log reports of long-lived streams.
+    // entry, and the periodic access-log reports of long-lived streams: every call on this
+    // listener, whatever its service, needs the internal token.
     let grpc = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(BearerGuard::new(
+            "grpc",
+            internal,
+            Arc::clone(&metrics),
+        )))
         .add_service(callout::server(Arc::clone(&gateway)))
         .add_service(extproc::server(gateway, grammar))
         .add_service(accesslog::server(
@@ -229,7 +261,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
     let control = tonic::transport::Server::builder()
-        .add_service(control::server(routes, activity, clusters, keys))
+        .add_service(control::server(
+            routes,
+            activity,
+            clusters,
+            keys,
+            Arc::clone(&metrics),
+        ))
         .serve_with_incoming_shutdown(incoming(control_listener), stopped());
     servers.spawn(async move { Ok(control.await?) });
     let http_server =

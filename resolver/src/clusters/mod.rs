@@ -7,7 +7,11 @@
 //! ([`dns`]). It decides nothing about a request: `decide` asks it for a peer.
 //!
 //! Every source replaces the whole configuration; the last write wins, and a document that
-//! does not parse or check is refused with the current configuration kept.
+//! does not parse or check is refused with the current configuration kept. A document must
+//! name at least one known top-level key (`clusters`, `hostAliases`): one whose keys are all
+//! unknown (a typo such as `clusterz:`, or another program's document) is refused rather than
+//! read as "no peers". "No peers" is said with `clusters: []`, or with an empty document
+//! (nothing but whitespace and comments), which always meant that.
 
 pub mod configmap;
 pub mod dns;
@@ -24,14 +28,39 @@ use crate::generation::Generations;
 use crate::metrics::Metrics;
 
 /// The document, as agentbox writes it. Unknown fields are ignored: the ConfigMap carries
-/// more than the gateway reads.
+/// more than the gateway reads. A top-level key is `None` when absent and `Some` when present
+/// (an empty list included), so a document that names none of them can be told from one that
+/// lists no peers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Document {
-    #[serde(default)]
-    clusters: Vec<ClusterDoc>,
-    #[serde(default)]
-    host_aliases: Vec<HostAliasDoc>,
+    #[serde(default, deserialize_with = "present")]
+    clusters: Option<Vec<ClusterDoc>>,
+    #[serde(default, deserialize_with = "present")]
+    host_aliases: Option<Vec<HostAliasDoc>>,
+}
+
+/// The known top-level keys, for the refusal of a document that names none of them.
+const KNOWN_KEYS: &str = "`clusters`, `hostAliases`";
+
+/// Nothing but blank lines and comments: no YAML node at all. (A line that starts with `#`
+/// is a comment unless it continues a block scalar, and a block scalar needs a line that is
+/// not a comment before it.)
+fn is_empty_yaml(text: &str) -> bool {
+    text.lines().all(|line| {
+        let line = line.trim_start();
+        line.is_empty() || line.starts_with('#')
+    })
+}
+
+/// A key that is present: its value as `T` would read it (so `clusters: ~` stays an error,
+/// as it was before the key's presence mattered).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,15 +123,25 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Parses and checks a document; the error names the field at fault.
+    /// Parses and checks a document; the error names the field at fault. An empty document
+    /// (whitespace and comments only) is the empty configuration; a mapping without any known
+    /// top-level key is refused.
     pub fn parse(text: &str) -> Result<ClusterConfig, String> {
-        let doc: Document = if text.trim().is_empty() {
+        let doc = if is_empty_yaml(text) {
             Document::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| format!("not a cluster config: {e}"))?
+            let doc: Document =
+                serde_saphyr::from_str(text).map_err(|e| format!("not a cluster config: {e}"))?;
+            if doc.clusters.is_none() && doc.host_aliases.is_none() {
+                return Err(format!(
+                    "not a cluster config: no known top-level key ({KNOWN_KEYS}); \
+                     `clusters: []` says \"no peers\""
+                ));
+            }
+            doc
         };
         let mut peers = HashMap::new();
-        for c in doc.clusters {
+        for c in doc.clusters.unwrap_or_default() {
             if c.id.is_empty()
                 || !c
                     .id
@@ -127,7 +166,7 @@ impl ClusterConfig {
             }
         }
         let mut host_aliases = HashMap::new();
-        for a in doc.host_aliases {
+        for a in doc.host_aliases.unwrap_or_default() {
             for h in a.hostnames {
                 host_aliases.insert(h.to_ascii_lowercase(), a.ip);
             }
@@ -459,6 +498,51 @@ somethingElse: true
     }
 
     #[test]
+    fn a_document_without_a_known_key_is_refused() {
+        for doc in [
+            "clusterz:\n  - id: c2\n",
+            "Clusters: []",
+            "host_aliases: []",
+            "somethingElse: true\napiURL: https://x.example.com",
+            "{}",
+            "# a comment, then\nclusterz: []\n",
+        ] {
+            let err = ClusterConfig::parse(doc).unwrap_err();
+            assert!(err.contains("no known top-level key"), "{doc:?}: {err}");
+            assert!(err.contains("clusters: []"), "{doc:?}: {err}");
+        }
+        // Not mappings at all, as before.
+        for doc in ["~", "[]", "clusters", "3", "clusters: ~", "clusters:"] {
+            let err = ClusterConfig::parse(doc).unwrap_err();
+            assert!(err.contains("not a cluster config"), "{doc:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn empty_documents_and_empty_known_keys_mean_no_peers() {
+        for doc in [
+            "",
+            "  \n\t\n",
+            "# no peers yet\n",
+            "clusters: []",
+            "hostAliases: []",
+            "clusters: []\nsomethingElse: true",
+        ] {
+            assert_eq!(
+                ClusterConfig::parse(doc),
+                Ok(ClusterConfig::default()),
+                "{doc:?}"
+            );
+        }
+        // One known key is enough; the other defaults to empty.
+        let c = ClusterConfig::parse("hostAliases: [{ip: 10.0.0.1, hostnames: [a]}]").unwrap();
+        assert!(c.peers.is_empty());
+        assert_eq!(c.host_aliases.len(), 1);
+        let c = ClusterConfig::parse("clusters: [{id: c2}]").unwrap();
+        assert_eq!((c.peers.len(), c.host_aliases.len()), (1, 0));
+    }
+
+    #[test]
     fn a_bad_update_keeps_the_last_good_configuration() {
         let store = ClusterStore::new("c1", Arc::new(Metrics::default()));
         assert_eq!(store.apply(Source::File, DOC), Ok(4));
@@ -468,6 +552,11 @@ somethingElse: true
                 .is_err()
         );
         assert_eq!(store.current().peers.len(), 4);
+        // Unknown keys only, from every source: refused, the peers stay.
+        for source in [Source::File, Source::ConfigMap, Source::ControlPlane] {
+            assert!(store.apply(source, "clusterz: []").is_err());
+            assert_eq!(store.current().peers.len(), 4, "{source:?}");
+        }
         assert_eq!(store.apply(Source::ConfigMap, "clusters: []"), Ok(0));
         assert!(store.current().peers.is_empty());
         assert_eq!(store.local(), "c1");

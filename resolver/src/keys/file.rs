@@ -98,14 +98,19 @@ pub fn parse_keys_file(yaml: &str) -> anyhow::Result<KeySet> {
 /// Parses an admin key file: one key per line, blank lines and `#` comments ignored.
 pub fn parse_admin_file(text: &str) -> KeySet {
     KeySet {
-        admins: text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(digest)
-            .collect(),
+        admins: parse_key_lines(text),
         tenants: Vec::new(),
     }
+}
+
+/// The digests of a one-key-per-line file (admin keys, internal tokens): lines are trimmed,
+/// blank lines and `#` comments ignored.
+pub fn parse_key_lines(text: &str) -> Vec<Digest> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(digest)
+        .collect()
 }
 
 #[cfg(test)]

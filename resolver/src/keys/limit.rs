@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -21,6 +22,16 @@ pub struct FailureLimiter {
     max: u32,
     window: Duration,
     seen: Mutex<HashMap<IpAddr, Window>>,
+    /// Moves each time an address becomes locked, so watchers know to send the list again.
+    version: AtomicU64,
+}
+
+/// The addresses locked now, for the filters' caches ([`FailureLimiter::locked`]).
+#[derive(Debug, Default, PartialEq)]
+pub struct Locked {
+    pub addresses: Vec<(IpAddr, Duration)>,
+    /// More were locked than asked for.
+    pub overflow: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -35,7 +46,32 @@ impl FailureLimiter {
             max,
             window,
             seen: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// Moves whenever an address becomes locked.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// Up to `max` addresses refused now, each with how long it stays refused.
+    pub fn locked(&self, max: usize) -> Locked {
+        let mut out = Locked::default();
+        if self.max == 0 {
+            return out;
+        }
+        for (ip, w) in self.seen.lock().iter() {
+            let left = self.window.saturating_sub(w.started.elapsed());
+            if w.failures >= self.max && !left.is_zero() {
+                if out.addresses.len() == max {
+                    out.overflow = true;
+                    break;
+                }
+                out.addresses.push((*ip, left));
+            }
+        }
+        out
     }
 
     /// Refuses a client address that used up its failures in the current window.
@@ -87,6 +123,9 @@ impl FailureLimiter {
             };
         }
         w.failures = w.failures.saturating_add(1);
+        if w.failures == self.max {
+            self.version.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -117,6 +156,31 @@ mod tests {
         assert!(l.check(a).is_ok(), "the window passed");
         l.failed(a);
         assert!(l.check(a).is_ok(), "a new window starts at one failure");
+    }
+
+    #[test]
+    fn locked_addresses_are_listed_and_each_new_lock_moves_the_version() {
+        let l = FailureLimiter::new(2, Duration::from_secs(60));
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let v0 = l.version();
+        l.failed(a);
+        assert_eq!((l.version(), l.locked(8)), (v0, Locked::default()));
+        l.failed(a);
+        assert_eq!(l.version(), v0 + 1);
+        l.failed(a);
+        assert_eq!(l.version(), v0 + 1, "only becoming locked moves it");
+        let locked = l.locked(8);
+        assert_eq!(locked.addresses.len(), 1);
+        assert_eq!(Some(locked.addresses[0].0), a);
+        assert!(locked.addresses[0].1 > Duration::from_secs(59));
+        l.failed(b);
+        l.failed(b);
+        let capped = l.locked(1);
+        assert!(capped.overflow && capped.addresses.len() == 1);
+        assert_eq!(
+            FailureLimiter::new(0, Duration::ZERO).locked(8),
+            Locked::default()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! each replace their own set; readers see one merged, immutable view behind an atomic pointer.
 
 pub mod file;
+pub mod internal;
 pub mod limit;
 pub mod secrets;
 
@@ -91,6 +92,14 @@ struct Merged {
     tenants: HashMap<[u8; 8], Vec<TenantKey>>,
 }
 
+impl Merged {
+    fn tenant(&self, d: &Digest) -> Option<&TenantKey> {
+        self.tenants
+            .get(&prefix(d))
+            .and_then(|c| c.iter().find(|t| bool::from(t.digest.ct_eq(d))))
+    }
+}
+
 pub struct KeyStore {
     sources: Mutex<BTreeMap<Source, KeySet>>,
     merged: ArcSwap<Merged>,
@@ -134,17 +143,23 @@ impl KeyStore {
         (m.admins.len(), m.tenants.values().map(Vec::len).sum())
     }
 
+    /// Whether `presented` is any gateway key held now (admin or tenant, expired or not): such
+    /// a value must never reach a sandbox, whoever sent it.
+    pub fn is_known(&self, presented: &str) -> bool {
+        if presented.is_empty() {
+            return false;
+        }
+        let d = digest(presented);
+        self.admin_match(&d) || self.merged.load().tenant(&d).is_some()
+    }
+
     pub fn is_admin(&self, presented: &str) -> bool {
         !presented.is_empty() && self.admin_match(&digest(presented))
     }
 
     /// Every admin digest is compared, so the time taken does not tell which one matched.
     fn admin_match(&self, d: &Digest) -> bool {
-        let m = self.merged.load();
-        m.admins
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, a| acc | a.ct_eq(d))
-            .into()
+        any_match(&self.merged.load().admins, d)
     }
 
     pub fn authenticate(&self, presented: &str, now: Timestamp) -> Result<Principal, Deny> {
@@ -158,12 +173,7 @@ impl KeyStore {
         if self.admin_match(&d) {
             return Ok(Principal::Admin);
         }
-        let m = self.merged.load();
-        let found = m
-            .tenants
-            .get(&prefix(&d))
-            .and_then(|c| c.iter().find(|t| bool::from(t.digest.ct_eq(&d))));
-        match found {
+        match self.merged.load().tenant(&d) {
             Some(t) if t.expires_at.is_some_and(|exp| exp <= now) => Err(Deny::new(
                 DenyCode::ExpiredApiKey,
                 "the API key has expired",
@@ -178,6 +188,14 @@ impl KeyStore {
             )),
         }
     }
+}
+
+/// Whether `d` is in `set`. Every digest is compared, in constant time, so the time taken
+/// tells neither whether nor which one matched.
+pub(crate) fn any_match(set: &[Digest], d: &Digest) -> bool {
+    set.iter()
+        .fold(subtle::Choice::from(0), |acc, a| acc | a.ct_eq(d))
+        .into()
 }
 
 fn prefix(d: &Digest) -> [u8; 8] {
