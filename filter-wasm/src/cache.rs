@@ -15,6 +15,7 @@
 //! cache as fast as the stream does, and a silent stream costs at most the TTL.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use prost::Message;
 use sandgate_core::{Decision, Target};
@@ -79,8 +80,10 @@ impl Key {
     pub fn of(target: &Target<'_>) -> Key {
         let mut h = Sha256::new();
         let key = target.api_key.map_or("", |(k, _)| k);
-        // Length-prefixed, so no two (key, id) splits of the same bytes collide.
-        for part in [key, target.sandbox_id] {
+        // Length-prefixed, so no two (key, id) splits of the same bytes collide. The other
+        // credential is part of the question: whether it is stripped is part of the answer.
+        let other = target.other_credential.unwrap_or_default();
+        for part in [key, target.sandbox_id, other] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
@@ -281,6 +284,60 @@ impl View {
     }
 }
 
+/// Client addresses the resolver's failed-key limiter refuses now, as its stream last said:
+/// a keyed request from one of them is never answered from the cache (the resolver answers
+/// it 429). Empty in the normal case, and then no request reads its client address.
+#[derive(Debug, Default)]
+pub struct Lockouts {
+    until_ns: HashMap<IpAddr, u64>,
+    /// The latest end of any lock: past it, nothing is locked.
+    latest_ns: u64,
+    /// The resolver had more locks than it sends: every address counts as locked.
+    overflow: bool,
+}
+
+/// More addresses than the resolver sends in one message is a broken message: treat it as
+/// the overflow it would be.
+const MAX_LOCKOUTS: usize = 1 << 14;
+
+impl Lockouts {
+    /// Takes in a stream message that carries the list; others leave it as it is.
+    pub fn apply(&mut self, message: &Generations, now_ns: u64) {
+        if !message.lockouts_set {
+            return;
+        }
+        self.forget();
+        self.overflow = message.lockouts_overflow || message.lockouts.len() > MAX_LOCKOUTS;
+        for l in message.lockouts.iter().take(MAX_LOCKOUTS) {
+            let Ok(ip) = l.address.parse::<IpAddr>() else {
+                // An address this filter cannot match must not be silently unlocked.
+                self.overflow = true;
+                continue;
+            };
+            let until = now_ns.saturating_add(l.remaining_ms.saturating_mul(1_000_000));
+            self.until_ns.insert(ip, until);
+            self.latest_ns = self.latest_ns.max(until);
+        }
+    }
+
+    /// Whether any lock may be in force (then the client's address must be looked at).
+    pub fn any(&self, now_ns: u64) -> bool {
+        self.overflow || self.latest_ns > now_ns
+    }
+
+    /// Whether `client` (unknown: `None`) must not be answered from the cache.
+    pub fn holds(&self, client: Option<IpAddr>, now_ns: u64) -> bool {
+        self.overflow
+            || client
+                .and_then(|ip| self.until_ns.get(&ip))
+                .is_some_and(|&until| until > now_ns)
+    }
+
+    pub fn forget(&mut self) {
+        *self = Lockouts::default();
+    }
+}
+
 /// Requests answered from the cache per sandbox, since the last flush.
 #[derive(Debug, Default)]
 pub struct Hits {
@@ -338,6 +395,7 @@ mod tests {
             path: "/",
             forwarded: false,
             rematch: false,
+            other_credential: None,
         }
     }
 
@@ -347,6 +405,7 @@ mod tests {
             reset: true,
             bucket: (0..generations.len() as u32).collect(),
             generation: generations.to_vec(),
+            ..Default::default()
         }));
         v
     }
@@ -370,6 +429,11 @@ mod tests {
             Key::of(&target("ks", "b", 80)),
             Key::of(&Target {
                 forwarded: true,
+                ..target("k", "sb", 80)
+            }),
+            // Whether another bearer token is stripped is part of the answer.
+            Key::of(&Target {
+                other_credential: Some("admin-key"),
                 ..target("k", "sb", 80)
             }),
         ] {
@@ -402,6 +466,7 @@ mod tests {
         let bytes = e.encode_to_vec();
         let route = Decision::Route {
             destination: "10.0.0.1:80".into(),
+            strip_authorization: false,
         };
         let mut local = Local::default();
         local.keep(key, &e, route.clone(), 8);
@@ -433,6 +498,7 @@ mod tests {
         let e = Entry::new(key, &cacheable(0, 3), false, b"r", &config, &v, 0).unwrap();
         let route = Decision::Route {
             destination: "10.0.0.1:80".into(),
+            strip_authorization: false,
         };
         let mut local = Local::default();
         local.keep(key, &e, route.clone(), 8);
@@ -530,6 +596,7 @@ mod tests {
             reset: false,
             bucket: vec![0],
             generation: vec![1],
+            ..Default::default()
         };
         assert!(!v.apply(&change), "a change before the first reset");
         v = view(&[1, 2, 3]);
@@ -537,6 +604,7 @@ mod tests {
             reset: false,
             bucket: vec![2],
             generation: vec![9],
+            ..Default::default()
         }));
         assert_eq!(
             (v.generation(0), v.generation(2), v.generation(3)),
@@ -546,6 +614,7 @@ mod tests {
             reset: false,
             bucket: vec![1, 2],
             generation: vec![5],
+            ..Default::default()
         }));
         assert!(!v.is_live(), "forgotten");
         v = view(&[1]);
@@ -553,6 +622,7 @@ mod tests {
             reset: false,
             bucket: vec![u32::MAX],
             generation: vec![1],
+            ..Default::default()
         }));
         assert!(!v.is_live());
     }
@@ -595,5 +665,56 @@ mod tests {
             ..CacheConfig::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn lockouts_hold_their_addresses_until_their_time_and_only_when_sent() {
+        use sandgate_proto::resolver::v1::Lockout;
+        let lock = |address: &str, ms| Lockout {
+            address: address.into(),
+            remaining_ms: ms,
+        };
+        let mut l = Lockouts::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(!l.any(0) && !l.holds(Some(a), 0));
+        let m = Generations {
+            lockouts_set: true,
+            lockouts: vec![lock("192.0.2.1", 1), lock("2001:db8::1", 5)],
+            ..Default::default()
+        };
+        l.apply(&m, 1_000);
+        assert!(l.any(1_000) && l.holds(Some(a), 1_000) && l.holds(Some(b), 1_000));
+        assert!(!l.holds(None, 1_000) && !l.holds(Some("192.0.2.9".parse().unwrap()), 1_000));
+        // Each lock ends at its own time; then nothing is looked at any more.
+        assert!(!l.holds(Some(a), 1_000 + 1_000_000) && l.holds(Some(b), 1_000 + 1_000_000));
+        assert!(!l.any(1_000 + 5_000_000));
+        // A message without the list changes nothing; one with an empty list clears it.
+        l.apply(&Generations::default(), 2_000);
+        assert!(l.holds(Some(b), 2_000));
+        l.apply(
+            &Generations {
+                lockouts_set: true,
+                ..Default::default()
+            },
+            2_000,
+        );
+        assert!(!l.any(2_000));
+        // Overflow, and an address that cannot be read, lock everyone.
+        for m in [
+            Generations {
+                lockouts_set: true,
+                lockouts_overflow: true,
+                ..Default::default()
+            },
+            Generations {
+                lockouts_set: true,
+                lockouts: vec![lock("not an address", 9)],
+                ..Default::default()
+            },
+        ] {
+            l.apply(&m, 0);
+            assert!(l.any(u64::MAX) && l.holds(None, u64::MAX));
+        }
     }
 }

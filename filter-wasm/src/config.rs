@@ -25,6 +25,13 @@ pub struct Config {
     pub request: RequestGrammar,
     /// The decision cache (`cache.ttl_ms: 0` turns it off).
     pub cache: CacheConfig,
+    /// Sent as `authorization: Bearer <token>` on every call to the resolver (Resolve,
+    /// WatchGenerations, ReportHits), which refuses calls without its internal token. Empty:
+    /// nothing is sent.
+    pub internal_token: String,
+    /// `Bearer <internal_token>`, prepared once by [`Config::parse`] (not configurable).
+    #[serde(skip)]
+    bearer: String,
 }
 
 impl Default for Config {
@@ -35,6 +42,8 @@ impl Default for Config {
             fail_closed: true,
             request: RequestGrammar::default(),
             cache: CacheConfig::default(),
+            internal_token: String::new(),
+            bearer: String::new(),
         }
     }
 }
@@ -42,12 +51,17 @@ impl Default for Config {
 impl Config {
     /// Parses and checks the configuration; an empty one means all defaults.
     pub fn parse(raw: &[u8]) -> Result<Config, String> {
-        let cfg: Config = if raw.iter().all(u8::is_ascii_whitespace) {
+        let mut cfg: Config = if raw.iter().all(u8::is_ascii_whitespace) {
             Config::default()
         } else {
             serde_json::from_slice(raw).map_err(|e| format!("invalid configuration: {e}"))?
         };
         cfg.check()?;
+        cfg.bearer = if cfg.internal_token.is_empty() {
+            String::new()
+        } else {
+            format!("Bearer {}", cfg.internal_token)
+        };
         Ok(cfg)
     }
 
@@ -58,6 +72,10 @@ impl Config {
         if self.resolver_cluster.is_empty() {
             return Err("resolver_cluster must name an Envoy cluster".into());
         }
+        // A header value Envoy sends as is: visible ASCII, no spaces. The error never quotes it.
+        if !self.internal_token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("internal_token must be visible ASCII without spaces".into());
+        }
         self.request.check().map_err(|e| format!("request: {e}"))?;
         self.cache.check().map_err(|e| format!("cache: {e}"))
     }
@@ -65,6 +83,21 @@ impl Config {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// The initial metadata of every call to the resolver: the internal token as a bearer
+    /// credential, or nothing when none is configured.
+    pub fn grpc_metadata(&self) -> Vec<(&str, &[u8])> {
+        if self.bearer.is_empty() {
+            Vec::new()
+        } else {
+            vec![("authorization", self.bearer.as_bytes())]
+        }
+    }
+}
+
+/// [`Config::grpc_metadata`] of the configuration if there is one yet; none otherwise.
+pub fn grpc_metadata(config: Option<&Config>) -> Vec<(&str, &[u8])> {
+    config.map(Config::grpc_metadata).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -95,6 +128,34 @@ mod tests {
     }
 
     #[test]
+    fn the_internal_token_is_sent_as_a_bearer_credential() {
+        assert!(
+            Config::default().grpc_metadata().is_empty(),
+            "none by default"
+        );
+        assert!(
+            grpc_metadata(None).is_empty(),
+            "none before a configuration"
+        );
+        assert!(
+            Config::parse(br#"{"internal_token": ""}"#)
+                .unwrap()
+                .grpc_metadata()
+                .is_empty()
+        );
+        let c = Config::parse(br#"{"internal_token": "s3cr3t-Tok_en.~"}"#).unwrap();
+        assert_eq!(
+            c.grpc_metadata(),
+            vec![("authorization", b"Bearer s3cr3t-Tok_en.~".as_slice())]
+        );
+        let err = Config::parse(br#"{"internal_token": "two words"}"#).unwrap_err();
+        assert!(
+            !err.contains("words"),
+            "the error never quotes the token: {err}"
+        );
+    }
+
+    #[test]
     fn refuses_what_would_misbehave() {
         for bad in [
             r#"{"timeout_ms": 0}"#,
@@ -107,6 +168,10 @@ mod tests {
             r#"{"timeout": 5}"#,
             r#"{"cache": {"slots": 0}}"#,
             r#"{"cache": {"ttl": 1}}"#,
+            r#"{"internal_token": "two words"}"#,
+            r#"{"internal_token": "line\nbreak"}"#,
+            r#"{"internal_token": "é"}"#,
+            r#"{"internal_token": 5}"#,
             "not json",
         ] {
             assert!(Config::parse(bad.as_bytes()).is_err(), "{bad}");

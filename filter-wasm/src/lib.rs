@@ -5,25 +5,28 @@
 //! JSON refusal. The rules themselves live in `sandgate-core` (what a request asks for) and the
 //! resolver (who may reach what); this crate must not grow its own.
 //!
-//! Host calls go through `proxy_wasm::hostcalls`, whose errors are values, rather than the
-//! trait helpers, which unwrap them: a panic would leave this VM answering 503 until reload.
+//! A request's host calls go through [`host`], whose every status is an error value and whose
+//! header values are bytes: the SDK's own calls panic on unlisted statuses and on header bytes
+//! that are not UTF-8, and a panic traps the VM and fails every stream of its worker. The SDK
+//! keeps the context dispatcher, the gRPC calls and the tick (README, "Hostile input").
 
 pub mod cache;
 pub mod config;
+pub mod host;
 pub mod wire;
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use sandgate_core::{Decision, Deny, DenyCode, Routing, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
-use cache::{Entry, Hits, Kept, Key, Local, View};
+use cache::{Entry, Hits, Kept, Key, Local, Lockouts, View};
 use config::Config;
 
 proxy_wasm::main! {{
@@ -35,11 +38,12 @@ proxy_wasm::main! {{
 const TICK: Duration = Duration::from_millis(100);
 
 /// What one VM's contexts share (a VM serves one worker thread, so no locking): the
-/// generations its stream delivered, its decoded copies of shared entries, and the cache hits
-/// not yet reported.
+/// generations and locked client addresses its stream delivered, its decoded copies of shared
+/// entries, and the cache hits not yet reported.
 #[derive(Default)]
 struct Shared {
     view: View,
+    lockouts: Lockouts,
     local: Local,
     hits: Hits,
 }
@@ -63,7 +67,7 @@ impl Root {
             cluster,
             wire::RESOLVER_SERVICE,
             wire::WATCH_METHOD,
-            Vec::new(),
+            config::grpc_metadata(self.config.as_deref()),
         )
         .and_then(|token| {
             let request = WatchGenerationsRequest {}.encode_to_vec();
@@ -86,7 +90,7 @@ impl Root {
             cluster,
             wire::RESOLVER_SERVICE,
             wire::HITS_METHOD,
-            Vec::new(),
+            config::grpc_metadata(self.config.as_deref()),
             Some(&report.encode_to_vec()),
             Duration::from_secs(5),
         );
@@ -105,6 +109,7 @@ impl Root {
     fn forget_generations(&self) {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
             s.view.forget();
+            s.lockouts.forget();
         }
     }
 }
@@ -114,12 +119,15 @@ impl Context for Root {
         if self.stream != Some(token) {
             return;
         }
-        let message = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        let message = host::buffer(BufferType::GrpcReceiveBuffer as u32, size)
             .ok()
             .flatten()
             .and_then(|b| Generations::decode(b.as_slice()).ok());
-        let applied = match (&message, self.shared.try_borrow_mut()) {
-            (Some(m), Ok(mut s)) => s.view.apply(m),
+        let applied = match (&message, self.shared.try_borrow_mut(), now_ns()) {
+            (Some(m), Ok(mut s), Some(now)) => {
+                s.lockouts.apply(m, now);
+                s.view.apply(m)
+            }
             _ => false,
         };
         if !applied {
@@ -165,7 +173,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size) {
+        let raw = match host::buffer(BufferType::PluginConfiguration as u32, size) {
             Ok(raw) => raw.unwrap_or_default(),
             Err(e) => {
                 log(LogLevel::Error, &format!("reading configuration: {e:?}"));
@@ -209,13 +217,17 @@ impl RootContext for Root {
         }
     }
 
+    /// Never `None`: the SDK panics on it. Without a configuration (Envoy refuses a plugin
+    /// whose configuration failed, so this is not expected) a request is refused with 503.
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let config = self.config.clone()?;
-        Some(Box::new(Request {
-            config,
-            shared: Rc::clone(&self.shared),
-            callout: None,
-        }))
+        Some(match self.config.clone() {
+            Some(config) => Box::new(Request {
+                config,
+                shared: Rc::clone(&self.shared),
+                callout: None,
+            }),
+            None => Box::new(Unconfigured),
+        })
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -230,19 +242,30 @@ struct Request {
     callout: Option<Pending>,
 }
 
+/// A request that arrived before any configuration: refused, never passed on undecided.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        refuse(&wire::unavailable("the filter has no configuration"))
+    }
+}
+
 /// A Resolve call in flight and what applying its answer needs.
 struct Pending {
     token: u32,
     /// The client's headers as they came (moved, not copied): the answer is applied to what
     /// they ask for, read again.
-    headers: Vec<(String, String)>,
+    headers: Vec<host::Header>,
     /// Where the answer goes in the cache, when the cache is on.
     key: Option<Key>,
 }
 
 impl Request {
     fn on_headers(&mut self) -> Action {
-        let headers = match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        let headers = match host::request_headers() {
             Ok(h) => h,
             Err(e) => return self.refuse(&wire::unavailable(&format!("headers: {e:?}"))),
         };
@@ -252,8 +275,9 @@ impl Request {
         let api_key = parsed.as_ref().ok().and_then(|t| t.api_key.map(|(k, _)| k));
         for (name, value) in &headers {
             if self.config.request.is_gateway_header(name, value, api_key)
-                && let Err(e) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+                && let Err(e) = host::remove_request_header(name)
             {
+                let name = String::from_utf8_lossy(name);
                 return self.refuse(&wire::unavailable(&format!("removing {name}: {e:?}")));
             }
         }
@@ -267,17 +291,12 @@ impl Request {
             return self.apply(&decision, &target);
         }
         let cfg = Rc::clone(&self.config);
-        // Where the request comes from, for the resolver's per-client limit on key guesses.
-        let source = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok());
-        let message = wire::resolve_request(&target, source.as_deref());
+        let message = wire::resolve_request(&target, source_address().as_deref());
         match hostcalls::dispatch_grpc_call(
             &cfg.resolver_cluster,
             wire::RESOLVER_SERVICE,
             wire::RESOLVE_METHOD,
-            Vec::new(),
+            cfg.grpc_metadata(),
             Some(&message),
             cfg.timeout(),
         ) {
@@ -300,6 +319,13 @@ impl Request {
         let now = now_ns()?;
         let copy = {
             let mut shared = self.shared.try_borrow_mut().ok()?;
+            // A client the failed-key limiter refuses is asked about, never answered from here.
+            if shared.lockouts.any(now) {
+                let client = source_address().and_then(|a| sandgate_core::client_ip(&a));
+                if shared.lockouts.holds(client, now) {
+                    return None;
+                }
+            }
             let Shared { local, view, .. } = &mut *shared;
             local.answer(key, view, now, self.config.cache.renew_ns())
         };
@@ -307,8 +333,7 @@ impl Request {
             Kept::Hit(decision) => decision,
             Kept::Renew => return None,
             Kept::Miss => {
-                let (slot, _) =
-                    hostcalls::get_shared_data(&key.slot(self.config.cache.slots)).ok()?;
+                let slot = host::shared_data(&key.slot(self.config.cache.slots)).ok()?;
                 let mut shared = self.shared.try_borrow_mut().ok()?;
                 let entry = Entry::read(&slot?, key, &shared.view, now)?;
                 let decision = wire::decision(0, Some(&entry.reply));
@@ -341,7 +366,7 @@ impl Request {
             return;
         };
         let slot = key.slot(cache.slots);
-        if let Err(e) = hostcalls::set_shared_data(&slot, Some(&entry.encode_to_vec()), None) {
+        if let Err(e) = host::set_shared_data(&slot, &entry.encode_to_vec()) {
             log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
         }
         shared
@@ -376,22 +401,26 @@ impl Request {
         }
     }
 
-    /// Answers locally; the request never reaches an upstream.
     fn refuse(&self, deny: &Deny) -> Action {
-        let body = deny.json_body();
-        let sent = hostcalls::send_http_response(
-            u32::from(deny.status()),
-            vec![
-                ("content-type", "application/json"),
-                ("cache-control", "no-store"),
-            ],
-            Some(body.as_bytes()),
-        );
-        if let Err(e) = sent {
-            log(LogLevel::Error, &format!("local reply failed: {e:?}"));
-        }
-        Action::Pause
+        refuse(deny)
     }
+}
+
+/// Answers locally; the request never reaches an upstream.
+fn refuse(deny: &Deny) -> Action {
+    let body = deny.json_body();
+    let sent = host::send_response(
+        u32::from(deny.status()),
+        &[
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        body.as_bytes(),
+    );
+    if let Err(e) = sent {
+        log(LogLevel::Error, &format!("local reply failed: {e:?}"));
+    }
+    Action::Pause
 }
 
 impl Context for Request {
@@ -403,7 +432,7 @@ impl Context for Request {
             self.callout = Some(pending);
             return;
         }
-        let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        let body = host::buffer(BufferType::GrpcReceiveBuffer as u32, size)
             .ok()
             .flatten();
         let (decision, cacheable) = wire::answer(status, body.as_deref());
@@ -420,7 +449,7 @@ impl Context for Request {
         };
         if applied == Action::Continue {
             // The request is paused on the callout: going on must wake it.
-            if let Err(e) = hostcalls::resume_http_request() {
+            if let Err(e) = host::resume_request() {
                 log(LogLevel::Error, &format!("resuming: {e:?}"));
             }
         }
@@ -433,13 +462,18 @@ impl HttpContext for Request {
     }
 }
 
+/// Where the request comes from (Envoy's `source.address`, `ip:port`), for the resolver's
+/// per-client limit on key guesses.
+fn source_address() -> Option<String> {
+    host::property(&["source", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
 /// Unix time in nanoseconds, as the host tells it.
 fn now_ns() -> Option<u64> {
-    let since = hostcalls::get_current_time()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?;
-    u64::try_from(since.as_nanos()).ok()
+    u64::try_from(host::now().ok()?.as_nanos()).ok()
 }
 
 /// Pins the destination, rewrites the path, writes the headers in order, and has the route
@@ -452,6 +486,10 @@ fn route(routing: &Routing<'_>) -> Result<(), String> {
     for (name, value) in &routing.writes {
         set_header(name, value)?;
     }
+    if routing.strip_authorization {
+        host::remove_request_header(b"authorization")
+            .map_err(|e| format!("removing authorization: {e:?}"))?;
+    }
     if routing.rematch {
         clear_route_cache()?;
     }
@@ -459,27 +497,24 @@ fn route(routing: &Routing<'_>) -> Result<(), String> {
 }
 
 fn set_destination(destination: &str) -> Result<(), String> {
-    hostcalls::call_foreign_function(
+    host::call_foreign(
         "set_envoy_filter_state",
-        Some(&wire::original_dst_argument(destination)),
+        &wire::original_dst_argument(destination),
     )
-    .map(drop)
     .map_err(|e| format!("setting the destination: {e:?}"))
 }
 
 /// Envoy's foreign function (since proxy-wasm header writes stopped clearing it implicitly):
 /// the router matches the route again on the headers as they are now.
 fn clear_route_cache() -> Result<(), String> {
-    hostcalls::call_foreign_function("clear_route_cache", None)
-        .map(drop)
+    host::call_foreign("clear_route_cache", &[])
         .map_err(|e| format!("clearing the route cache: {e:?}"))
 }
 
 fn set_header(name: &str, value: &str) -> Result<(), String> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
-        .map_err(|e| format!("writing {name}: {e:?}"))
+    host::set_request_header(name, value.as_bytes()).map_err(|e| format!("writing {name}: {e:?}"))
 }
 
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    host::log(level as u32, message);
 }

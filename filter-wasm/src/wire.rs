@@ -31,6 +31,10 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
             .and_then(sandgate_core::client_ip)
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
+        other_credential: target
+            .other_credential
+            .map(str::to_string)
+            .unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -66,6 +70,7 @@ fn outcome(outcome: Option<resolve_reply::Outcome>) -> Decision {
     match outcome {
         Some(resolve_reply::Outcome::Route(r)) if !r.destination.is_empty() => Decision::Route {
             destination: r.destination,
+            strip_authorization: r.strip_authorization,
         },
         Some(resolve_reply::Outcome::Forward(f)) if !f.destination.is_empty() => {
             // An upstream this filter does not know would match no route: refuse instead.
@@ -143,6 +148,7 @@ mod tests {
             port: 8080,
             rewritten_path: None,
             path: "/",
+            other_credential: Some("app"),
             forwarded: true,
             rematch: false,
         };
@@ -158,6 +164,7 @@ mod tests {
             ),
             ("k", "sb", 8080, true, "fd00::9")
         );
+        assert_eq!(r.other_credential, "app");
         let r = ResolveRequest::decode(resolve_request(&t, None).as_slice()).unwrap();
         assert_eq!(r.client_address, "");
     }
@@ -166,11 +173,13 @@ mod tests {
     fn replies_become_decisions() {
         let route = reply(resolve_reply::Outcome::Route(Route {
             destination: "[fd00::1]:80".into(),
+            strip_authorization: true,
         }));
         assert_eq!(
             decision(0, Some(&route)),
             Decision::Route {
-                destination: "[fd00::1]:80".into()
+                destination: "[fd00::1]:80".into(),
+                strip_authorization: true,
             }
         );
         let deny = reply(resolve_reply::Outcome::Deny(WireDeny {
@@ -215,6 +224,7 @@ mod tests {
         }));
         let empty_route = reply(resolve_reply::Outcome::Route(Route {
             destination: String::new(),
+            strip_authorization: false,
         }));
         let odd_upstream = reply(resolve_reply::Outcome::Forward(WireForward {
             destination: "10.0.0.9:443".into(),
