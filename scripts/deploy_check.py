@@ -2,6 +2,7 @@
 
 import argparse
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -13,13 +14,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "base"
 KUBERNETES = "1.33.0"
 
-# envoy.yaml as shipped (demo addresses) → the same gateway inside a Pod. Each must match
-# exactly once, so a change to envoy.yaml cannot silently skip one.
+# What deployment.yaml's `envoy-config` init container replaces with the Secret's token.
+TOKEN_PLACEHOLDER = "@internal-token@"
+
+# envoy.yaml as shipped (demo addresses, demo token) → the same gateway inside a Pod. Each must
+# match exactly once, so a change to envoy.yaml cannot silently skip one.
 POD_RENDERING = [
     ("socket_address: { address: 127.0.0.1, port_value: 8092 }",
      "socket_address: { address: 0.0.0.0, port_value: 8092 }"),
     ("filename: target/wasm/sandgate_filter.wasm",
      "filename: /etc/sandgate/wasm/sandgate_filter.wasm"),
+    # The internal token: the access log's gRPC metadata and the filter's configuration.
+    ('value: "Bearer demo-internal-token"',
+     f'value: "Bearer {TOKEN_PLACEHOLDER}"'),
+    ('"internal_token": "demo-internal-token"',
+     f'"internal_token": "{TOKEN_PLACEHOLDER}"'),
 ]
 
 
@@ -29,10 +38,16 @@ def render_envoy_configmap() -> str:
         if config.count(old) != 1:
             sys.exit(f"envoy.yaml must contain {old!r} exactly once")
         config = config.replace(old, new)
+    if "demo-internal-token" in config:
+        sys.exit("envoy.yaml sends the demo internal token somewhere the Pod rendering misses")
+    # deployment.yaml's init container sets this line from SANDGATE_XFF_TRUSTED_HOPS.
+    if len(re.findall(r"^ *xff_num_trusted_hops: 0$", config, re.M)) != 1:
+        sys.exit("envoy.yaml must contain the line 'xff_num_trusted_hops: 0' exactly once")
     body = "".join("    " + line if line else "" for line in config.splitlines(keepends=True))
     return (
         "# Generated from envoy.yaml by `scripts/deploy-check --write`: the gateway's Envoy\n"
-        "# configuration inside a Pod (listener on 0.0.0.0, the filter from the init container).\n"
+        "# configuration inside a Pod (listener on 0.0.0.0, the filter from the init container,\n"
+        f"# {TOKEN_PLACEHOLDER} replaced by the internal token from the Secret at Pod start).\n"
         "# Do not edit; `just test` fails when this drifts from envoy.yaml.\n"
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sandgate-envoy\n"
         "  namespace: sandgate-system\ndata:\n  envoy.yaml: |\n" + body
@@ -82,6 +97,8 @@ def main() -> None:
     config = yaml.safe_load(rendered)["data"]["envoy.yaml"]
     wasm = ROOT / "target" / "wasm" / "sandgate_filter.wasm"
     config = config.replace("/etc/sandgate/wasm/sandgate_filter.wasm", str(wasm))
+    # As the init container does at Pod start.
+    config = config.replace(TOKEN_PLACEHOLDER, "validate-Token_0.~+/=")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(config)
         f.flush()
