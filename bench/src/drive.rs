@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use sandgate_tests::emulator::Emulator;
-use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions, repo_root};
+use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions, SHIPPED_INTERNAL_TOKEN, repo_root};
 use sandgate_tests::fixtures::pod;
 use sandgate_tests::process::free_port;
 use sandgate_tests::{echo, http};
@@ -205,6 +205,8 @@ impl ResolverProc {
             format!("--control-listen={control}"),
             format!("--http-listen={http}"),
             format!("--admin-key={ADMIN_KEY}"),
+            // The token the shipped Envoy configurations send (and rpc-load, for Resolve).
+            format!("--internal-token={SHIPPED_INTERNAL_TOKEN}"),
         ];
         args.extend_from_slice(source);
         let log = dir.join(format!("resolver-{name}.log"));
@@ -665,6 +667,7 @@ async fn rpc_load(
         .arg(format!("--warmup-secs={}", plan.rpc_warmup_secs))
         .arg(format!("--secs={}", plan.rpc_secs))
         .arg(format!("--key={key}"))
+        .arg(format!("--internal-token={SHIPPED_INTERNAL_TOKEN}"))
         .arg(format!("--sandbox={SANDBOX}"));
     let out = cmd.output().await?;
     ensure!(

@@ -39,6 +39,9 @@ pub struct LoadArgs {
     /// Tenant key (resolve) or admin key (push).
     #[arg(long)]
     pub key: String,
+    /// The resolver's internal token, sent with every Resolve (empty: none).
+    #[arg(long, default_value = "")]
+    pub internal_token: String,
     #[arg(long, default_value = "bench")]
     pub sandbox: String,
     #[arg(long, default_value_t = 8080)]
@@ -57,14 +60,22 @@ pub struct LoadResult {
 async fn call(channel: &Channel, args: &LoadArgs, n: u64) -> anyhow::Result<()> {
     match args.kind {
         Kind::Resolve => {
+            let mut request = tonic::Request::new(ResolveRequest {
+                api_key: args.key.clone(),
+                sandbox_id: args.sandbox.clone(),
+                port: args.port,
+                forwarded: false,
+                client_address: String::new(),
+                other_credential: String::new(),
+            });
+            if !args.internal_token.is_empty() {
+                request.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {}", args.internal_token).parse()?,
+                );
+            }
             let reply = ResolverClient::new(channel.clone())
-                .resolve(ResolveRequest {
-                    api_key: args.key.clone(),
-                    sandbox_id: args.sandbox.clone(),
-                    port: args.port,
-                    forwarded: false,
-                    client_address: String::new(),
-                })
+                .resolve(request)
                 .await?
                 .into_inner();
             match reply.outcome {

@@ -44,6 +44,11 @@ pub enum Entry {
 /// file says so).
 pub const SHIPPED_CACHE_TTL: Duration = Duration::from_millis(500);
 
+/// The resolver's internal token as envoy.yaml and envoy-extproc.yaml ship it (a demo value,
+/// also in demo/internal-token): the harness's resolvers accept it, so the shipped Envoy
+/// configurations reach them unchanged. [`Envoy::start`] insists the files carry it.
+pub const SHIPPED_INTERNAL_TOKEN: &str = "demo-internal-token";
+
 impl Entry {
     /// How long this entry may answer from what it kept once the resolver is gone: the
     /// filter's cache TTL; ext_proc keeps nothing.
@@ -160,6 +165,23 @@ impl Envoy {
         }
         let template = std::fs::read_to_string(repo_root().join(opts.entry.config_file()))
             .expect("envoy configuration");
+        // Every call to the resolver carries the token: envoy.yaml in the access log's metadata
+        // and the filter's configuration, envoy-extproc.yaml in the access log's and ext_proc's.
+        let count = |s: String| template.matches(s.as_str()).count();
+        let sent = (
+            count(format!("value: \"Bearer {SHIPPED_INTERNAL_TOKEN}\"")),
+            count(format!("\"internal_token\": \"{SHIPPED_INTERNAL_TOKEN}\"")),
+        );
+        let want = match opts.entry {
+            Entry::Wasm => (1, 1),
+            Entry::ExtProc => (2, 0),
+        };
+        assert_eq!(
+            sent,
+            want,
+            "{}: (gRPC services, filter configurations) sending the internal token",
+            opts.entry.config_file()
+        );
         Envoy::launch(&template, replacements).await
     }
 

@@ -9,5 +9,6 @@ pub mod fixtures;
 pub mod gateway;
 pub mod http;
 pub mod process;
+pub mod raw;
 pub mod stack;
 pub mod tls;

@@ -65,19 +65,35 @@ pub struct Resolver {
     pub control: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
+    /// The internal token it was started with (`SANDGATE_INTERNAL_TOKEN`), which the harness's
+    /// own calls to the gRPC port send.
+    pub internal_token: Option<String>,
     args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Resolver {
     /// Starts `sandgate-resolver serve` with `args` on fresh loopback ports and waits until its
-    /// HTTP port answers. Ports are chosen here; callers pass everything else.
+    /// HTTP port answers. Ports are chosen here, and the internal token is the one the shipped
+    /// Envoy configurations send; callers pass everything else.
     pub async fn start<I, S>(args: I) -> Resolver
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Self::start_with_token(args, Some(crate::envoy::SHIPPED_INTERNAL_TOKEN)).await
+    }
+
+    /// [`Resolver::start`] with `token` as its internal token (`SANDGATE_INTERNAL_TOKEN`;
+    /// `None`: none at all, so every call to its gRPC port is refused). An `--internal-token`
+    /// in `args` wins over it.
+    pub async fn start_with_token<I, S>(args: I, token: Option<&str>) -> Resolver
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let internal_token = token.map(str::to_string);
         let dir = tempfile::tempdir().expect("tempdir");
         let (grpc, control, http) = loop {
             let ports = (free_port(), free_port(), free_port());
@@ -89,6 +105,7 @@ impl Resolver {
         let mut r = Resolver {
             child: spawn(
                 &args,
+                internal_token.as_deref(),
                 addr(grpc),
                 addr(control),
                 addr(http),
@@ -98,6 +115,7 @@ impl Resolver {
             control: addr(control),
             http: addr(http),
             log: dir.path().join("resolver.log"),
+            internal_token,
             args,
             _dir: dir,
         };
@@ -147,7 +165,14 @@ impl Resolver {
     /// Starts the same binary again with the same arguments and ports (after `kill`).
     pub async fn restart(&mut self) {
         self.kill().await;
-        self.child = spawn(&self.args, self.grpc, self.control, self.http, &self.log);
+        self.child = spawn(
+            &self.args,
+            self.internal_token.as_deref(),
+            self.grpc,
+            self.control,
+            self.http,
+            &self.log,
+        );
         self.wait_healthy().await;
     }
 
@@ -185,6 +210,20 @@ impl Resolver {
         assert!(ok, "resolver not ready after 15 s:\n{}", self.logs());
     }
 
+    /// `msg` as a call to the gRPC port: with `authorization: Bearer <internal token>` when the
+    /// resolver has one.
+    pub fn authorize<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.internal_token {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("ascii token"),
+            );
+        }
+        r
+    }
+
+    /// A client of the gRPC port; its calls need [`Resolver::authorize`].
     pub async fn resolver_client(&self) -> ResolverClient<Channel> {
         ResolverClient::connect(format!("http://{}", self.grpc))
             .await
@@ -202,13 +241,14 @@ impl Resolver {
         let reply = self
             .resolver_client()
             .await
-            .resolve(ResolveRequest {
+            .resolve(self.authorize(ResolveRequest {
                 api_key: api_key.into(),
                 sandbox_id: sandbox_id.into(),
                 port,
                 forwarded: false,
                 client_address: String::new(),
-            })
+                other_credential: String::new(),
+            }))
             .await
             .expect("Resolve RPC failed")
             .into_inner();
@@ -262,6 +302,7 @@ impl Drop for Resolver {
 
 fn spawn(
     args: &[String],
+    internal_token: Option<&str>,
     grpc: SocketAddr,
     control: SocketAddr,
     http: SocketAddr,
@@ -272,7 +313,12 @@ fn spawn(
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(workspace_bin("sandgate-resolver"))
+    let mut command = Command::new(workspace_bin("sandgate-resolver"));
+    match internal_token {
+        Some(t) => command.env("SANDGATE_INTERNAL_TOKEN", t),
+        None => command.env_remove("SANDGATE_INTERNAL_TOKEN"),
+    };
+    command
         .arg("serve")
         .arg(format!("--grpc-listen={grpc}"))
         .arg(format!("--control-listen={control}"))
@@ -280,6 +326,7 @@ fn spawn(
         .args(args)
         .env("RUST_LOG", "info,sandgate_resolver=debug")
         .env_remove("AGENTBOX_ADMIN_KEY")
+        .env_remove("SANDGATE_INTERNAL_TOKEN_FILE")
         .env_remove("KUBECONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 //!
 //! Envoy on 127.0.0.1:8092 with envoy.yaml (the wasm filter) or envoy-extproc.yaml (ext_proc)
 //! as shipped, the resolver reading demo/ (static
-//! inventory, keys, admin key) on its default ports, and two echo sandboxes: demo-a (tenant
+//! inventory, keys, admin key, the internal token Envoy sends it) on its default ports, and two echo sandboxes: demo-a (tenant
 //! acme) on 127.0.0.11:8080 and demo-b (tenant globex) on 127.0.0.12:8080. `run` sends a few
 //! real requests, prints what happened and stops everything; `up` keeps it running until
 //! Ctrl-C. Every child process dies with this one.
@@ -106,7 +106,9 @@ impl Stack {
                 .arg("--keys-file")
                 .arg(demo.join("keys.yaml"))
                 .arg("--admin-key-file")
-                .arg(demo.join("admin-keys")),
+                .arg(demo.join("admin-keys"))
+                .arg("--internal-token-file")
+                .arg(demo.join("internal-token")),
             &logs.join("resolver.log"),
         )
         .with_context(|| format!("starting {}", resolver_bin.display()))?;
