@@ -7,6 +7,8 @@ use crate::{DenyCode, Forward};
 pub struct Deny {
     pub code: DenyCode,
     pub message: String,
+    /// The table's status for `code`, or its one alternative ([`DenyCode::alternative_status`]).
+    status: u16,
 }
 
 impl Deny {
@@ -14,11 +16,21 @@ impl Deny {
         Deny {
             code,
             message: message.into(),
+            status: code.http_status(),
         }
     }
 
+    /// The same refusal answered with `status`, when the table allows it for this code
+    /// (`sandbox_not_found` as 502 for the E2B SDK); any other status leaves it as it is.
+    pub fn with_status(mut self, status: u16) -> Self {
+        if self.code.alternative_status() == Some(status) {
+            self.status = status;
+        }
+        self
+    }
+
     pub fn status(&self) -> u16 {
-        self.code.http_status()
+        self.status
     }
 
     /// The local-reply body every entry sends: `{"code":"...","message":"..."}`.
@@ -48,12 +60,12 @@ impl core::fmt::Display for Deny {
 /// The outcome of resolving one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Send the request to `destination` (`ip:port`, IPv6 bracketed); with
-    /// `strip_authorization`, the request's `authorization` carries a gateway key other than
-    /// the one that authenticated it, and is removed.
+    /// Send the request to `destination` (`ip:port`, IPv6 bracketed). Bit `i` of
+    /// `strip_credentials`: the request's `i`-th other credential
+    /// ([`crate::Target::other_credentials`]) is a gateway key, and its header is removed.
     Route {
         destination: String,
-        strip_authorization: bool,
+        strip_credentials: u32,
     },
     /// Send the request on to another cluster's gateway (boxed: it is the rare, large case).
     Forward(Box<Forward>),
@@ -94,5 +106,15 @@ mod tests {
             r#"{"code":"invalid_sandbox_id","message":"bad \"id\"\n\u0001\\ é"}"#
         );
         assert_eq!(d.status(), 400);
+    }
+
+    #[test]
+    fn only_the_tables_alternative_status_is_taken() {
+        let gone = Deny::new(DenyCode::SandboxNotFound, "x");
+        assert_eq!(gone.status(), 404);
+        assert_eq!(gone.clone().with_status(502).status(), 502);
+        assert_eq!(gone.with_status(500).status(), 404);
+        let bad = Deny::new(DenyCode::InvalidPort, "x").with_status(502);
+        assert_eq!(bad.status(), 400);
     }
 }

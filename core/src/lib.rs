@@ -18,5 +18,8 @@ pub use cluster::{
 };
 pub use decision::{Decision, Deny};
 pub use facts::{MAX_SANDBOX_ID_LEN, check_port, client_ip, parse_port, validate_sandbox_id};
-pub use request::{KeySource, RequestGrammar, Routing, Target, bearer_token};
+pub use request::{
+    E2B_ID_HEADER, E2B_PORT_HEADER, KeySource, RequestGrammar, Routing, Target, bearer_bytes,
+    bearer_token,
+};
 pub use status::{DenyCode, GrpcCode};

@@ -28,6 +28,23 @@ pub struct RequestGrammar {
     pub path_marker: String,
     /// Port used when the request names none; `None` makes a missing port a 400.
     pub default_port: Option<u16>,
+    /// Domains under which a Host `{port}-{id}.{domain}` names a sandbox, the E2B SDK's own
+    /// addressing (e.g. `sandgate.test` in the demo). Empty: the Host names nothing.
+    pub e2b_domains: Vec<String>,
+}
+
+/// The headers the E2B SDK sends on every envd request: gateway headers, like `x-sandbox-*`.
+pub const E2B_ID_HEADER: &str = "e2b-sandbox-id";
+pub const E2B_PORT_HEADER: &str = "e2b-sandbox-port";
+
+/// A sandbox and port named outside the path, and whether the E2B way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Named<'a> {
+    sandbox_id: &'a str,
+    port: u16,
+    e2b: bool,
+    /// Where it was named, for a refusal's message.
+    source: &'a str,
 }
 
 impl Default for RequestGrammar {
@@ -39,6 +56,7 @@ impl Default for RequestGrammar {
             port_header: "x-sandbox-port".into(),
             path_marker: "sandboxes".into(),
             default_port: None,
+            e2b_domains: Vec::new(),
         }
     }
 }
@@ -66,10 +84,13 @@ pub struct Target<'a> {
     /// The client sent [`UPSTREAM_HEADER`] itself: Envoy matched its route on a header only
     /// gateways may set, so once the header is removed the route must be matched again.
     pub rematch: bool,
-    /// The `authorization: Bearer` token when the key came from a key header and the token is
-    /// something else: the sandbox's own credential, or another gateway key. Only the
-    /// resolver knows which, so it is asked ([`Decision::Route`]'s `strip_authorization`).
-    pub other_credential: Option<&'a str>,
+    /// Credentials beside the key (header, value): a later key header's value or a bearer
+    /// token that is not the key — the sandbox app's own, or another gateway key. Only the
+    /// resolver knows which, so it is asked ([`Decision::Route`]'s `strip_credentials`).
+    pub other_credentials: Vec<(&'a str, &'a str)>,
+    /// The sandbox was named the E2B way ([`E2B_ID_HEADER`] or a `{port}-{id}.{domain}` Host):
+    /// a missing sandbox is then 502, the E2B SDK's "gone".
+    pub e2b: bool,
 }
 
 /// How an entry carries out a decision that sends the request on: the destination it pins,
@@ -83,9 +104,9 @@ pub struct Routing<'a> {
     pub path: Option<&'a str>,
     pub writes: Vec<(String, String)>,
     pub rematch: bool,
-    /// `authorization` carries a gateway key that did not authenticate this request (the
-    /// admin's, another tenant's): it is removed too.
-    pub strip_authorization: bool,
+    /// Headers of [`Target::other_credentials`] that carry a gateway key that did not
+    /// authenticate this request (the admin's, another tenant's): they are removed too.
+    pub strip: Vec<&'a str>,
 }
 
 impl RequestGrammar {
@@ -99,14 +120,18 @@ impl RequestGrammar {
         match decision {
             Decision::Route {
                 destination,
-                strip_authorization,
+                strip_credentials,
             } => Ok(Routing {
                 destination,
                 path: target.rewritten_path.as_deref(),
                 writes: Vec::new(),
                 // Only a client's own upstream header moved the route; removing it must too.
                 rematch: target.rematch,
-                strip_authorization: *strip_authorization,
+                strip: (0..32)
+                    .zip(&target.other_credentials)
+                    .filter(|(bit, _)| strip_credentials & (1 << bit) != 0)
+                    .map(|(_, (name, _))| *name)
+                    .collect(),
             }),
             // The private upstream header picks the peer cluster's route.
             Decision::Forward(forward) => Ok(Routing {
@@ -115,7 +140,7 @@ impl RequestGrammar {
                 writes: self.forward_writes(target, forward),
                 rematch: true,
                 // The peer gateway decides again, and strips what it must.
-                strip_authorization: false,
+                strip: Vec::new(),
             }),
             Decision::Deny(deny) => Err(deny),
         }
@@ -173,6 +198,8 @@ impl RequestGrammar {
         let decisive = |name: &[u8]| {
             name == self.id_header.as_bytes()
                 || name == self.port_header.as_bytes()
+                || name == E2B_ID_HEADER.as_bytes()
+                || name == E2B_PORT_HEADER.as_bytes()
                 || name == b"authorization"
                 || self.key_headers.iter().any(|k| k.as_bytes() == name)
         };
@@ -210,34 +237,28 @@ impl RequestGrammar {
     where
         F: Fn(&str) -> Option<&'a [u8]>,
     {
-        let (api_key, other_credential) = self.credentials(&header)?;
+        let (api_key, other_credentials) = self.credentials(&header)?;
         let forwarded = header(HOP_HEADER).is_some();
         let rematch = header(UPSTREAM_HEADER).is_some();
         let path = text(path, DenyCode::InvalidPath, ":path")?;
-        if let Some(id) = header(&self.id_header) {
-            let field = self.id_header.as_str();
-            let sandbox_id = text(id, DenyCode::InvalidSandboxId, field)
-                .and_then(|id| validate_sandbox_id(id).map_err(|d| in_field(d, field)))?;
-            let field = self.port_header.as_str();
-            let port = match header(field) {
-                Some(raw) => text(raw, DenyCode::InvalidPort, field)
-                    .and_then(|p| parse_port(p).map_err(|d| in_field(d, field)))?,
-                None => self.default_port.ok_or_else(|| {
-                    in_field(
-                        Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
-                        field,
-                    )
-                })?,
-            };
+        if let Some(named) = self.named(&header)? {
+            // A path that names the same sandbox and port is the gateway's (the E2B SDK sends
+            // its headers beside a `/sandboxes/{id}/{port}` path): it is rewritten as usual.
+            let rewritten_path = self.split_path(path).and_then(|found| {
+                let same = found.id == named.sandbox_id
+                    && found.port.and_then(|p| parse_port(p).ok()) == Some(named.port);
+                same.then(|| found.rewritten())
+            });
             return Ok(Target {
                 api_key,
-                sandbox_id,
-                port,
-                rewritten_path: None,
+                sandbox_id: named.sandbox_id,
+                port: named.port,
+                rewritten_path,
                 path,
                 forwarded,
                 rematch,
-                other_credential,
+                other_credentials,
+                e2b: named.e2b,
             });
         }
         let Some(found) = self.split_path(path) else {
@@ -252,71 +273,160 @@ impl RequestGrammar {
         let sandbox_id = validate_sandbox_id(found.id).map_err(|d| in_field(d, "path"))?;
         let port = match found.port {
             Some(raw) => parse_port(raw).map_err(|d| in_field(d, "path"))?,
-            None => self.default_port.ok_or_else(|| {
-                in_field(
-                    Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
-                    "path",
-                )
-            })?,
+            None => self.missing_port("path")?,
         };
-        let mut rewritten = String::with_capacity(1 + found.rest.len() + found.query.len());
-        rewritten.push('/');
-        rewritten.push_str(found.rest);
-        rewritten.push_str(found.query);
         Ok(Target {
             api_key,
             sandbox_id,
             port,
-            rewritten_path: Some(rewritten),
+            rewritten_path: Some(found.rewritten()),
             path,
             forwarded,
             rematch,
-            other_credential,
+            other_credentials,
+            e2b: false,
+        })
+    }
+
+    /// The sandbox a request names outside its path: the id header (with the port header),
+    /// the E2B SDK's headers, or a Host `{port}-{id}.{domain}` under a configured domain. Any
+    /// of them may come together only when they name the same sandbox and port.
+    fn named<'a, F>(&'a self, header: &F) -> Result<Option<Named<'a>>, Deny>
+    where
+        F: Fn(&str) -> Option<&'a [u8]>,
+    {
+        let mut found = None;
+        let headers = [
+            (self.id_header.as_str(), self.port_header.as_str(), false),
+            (E2B_ID_HEADER, E2B_PORT_HEADER, true),
+        ];
+        for (id_header, port_header, e2b) in headers {
+            let Some(id) = header(id_header) else {
+                continue;
+            };
+            let sandbox_id = text(id, DenyCode::InvalidSandboxId, id_header)
+                .and_then(|id| validate_sandbox_id(id).map_err(|d| in_field(d, id_header)))?;
+            let port = match header(port_header) {
+                Some(raw) => text(raw, DenyCode::InvalidPort, port_header)
+                    .and_then(|p| parse_port(p).map_err(|d| in_field(d, port_header)))?,
+                None => self.missing_port(port_header)?,
+            };
+            let named = Named {
+                sandbox_id,
+                port,
+                e2b,
+                source: id_header,
+            };
+            found = agree(found, named)?;
+        }
+        if let Some(named) = self.named_by_host(header(":authority"))? {
+            found = agree(found, named)?;
+        }
+        Ok(found)
+    }
+
+    /// `{port}-{id}.{domain}` (any `:port` after it ignored) under one of `e2b_domains`.
+    fn named_by_host<'a>(&self, authority: Option<&'a [u8]>) -> Result<Option<Named<'a>>, Deny> {
+        // A Host that is not text is no name of ours: Envoy's codec refuses such hosts anyway.
+        let Some(host) = authority.and_then(|a| core::str::from_utf8(a).ok()) else {
+            return Ok(None);
+        };
+        let host = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        let Some(label) = self.e2b_domains.iter().find_map(|domain| {
+            let cut = host.len().checked_sub(domain.len() + 1)?;
+            let (label, rest) = (host.get(..cut)?, host.get(cut..)?);
+            (rest.starts_with('.') && rest.get(1..)?.eq_ignore_ascii_case(domain)).then_some(label)
+        }) else {
+            return Ok(None);
+        };
+        let (port, id) = label.split_once('-').ok_or_else(|| {
+            Deny::new(
+                DenyCode::MissingPort,
+                "host: expected {port}-{sandbox id}.{domain}",
+            )
+        })?;
+        let port = parse_port(port).map_err(|d| in_field(d, "host"))?;
+        let sandbox_id = validate_sandbox_id(id).map_err(|d| in_field(d, "host"))?;
+        Ok(Some(Named {
+            sandbox_id,
+            port,
+            e2b: true,
+            source: "host",
+        }))
+    }
+
+    fn missing_port(&self, field: &str) -> Result<u16, Deny> {
+        self.default_port.ok_or_else(|| {
+            in_field(
+                Deny::new(DenyCode::MissingPort, "sandbox port is missing"),
+                field,
+            )
         })
     }
 
     /// The API key (the first non-empty key header in order, then `authorization: Bearer`)
-    /// and, when a key header carried it, a bearer token that is something else. A key that
-    /// is not text is an invalid key, never skipped for the next header: what the client
-    /// meant as its key must not be replaced by another.
+    /// and the other credentials beside it: the values of later key headers and of a bearer
+    /// token, when they differ from the key — the sandbox app's own, or another gateway key.
+    /// The key itself must be text (a key that is not is an invalid key, never skipped for the
+    /// next header); another credential that is not text can be no gateway key, and passes.
     #[allow(clippy::type_complexity)]
     fn credentials<'a, F>(
         &'a self,
         header: &F,
-    ) -> Result<(Option<(&'a str, KeySource<'a>)>, Option<&'a str>), Deny>
+    ) -> Result<(Option<(&'a str, KeySource<'a>)>, Vec<(&'a str, &'a str)>), Deny>
     where
         F: Fn(&str) -> Option<&'a [u8]>,
     {
-        let bearer = match header("authorization").filter(|_| self.bearer) {
-            Some(value) => match bearer_bytes(value) {
-                Some(token) => Some(text(token, DenyCode::InvalidApiKey, "authorization")?),
-                None => None,
-            },
-            None => None,
-        };
+        let mut key = None;
+        let mut others = Vec::new();
         for name in &self.key_headers {
             let Some(raw) = header(name) else { continue };
-            let key = text(raw, DenyCode::InvalidApiKey, name)?.trim();
-            if !key.is_empty() {
-                let other = bearer.filter(|t| *t != key);
-                return Ok((Some((key, KeySource::Header(name))), other));
+            match key {
+                None => {
+                    let value = text(raw, DenyCode::InvalidApiKey, name)?.trim();
+                    if !value.is_empty() {
+                        key = Some((value, KeySource::Header(name)));
+                    }
+                }
+                Some((k, _)) => others.extend(other(name, raw, k)),
             }
         }
-        Ok((bearer.map(|k| (k, KeySource::Bearer)), None))
+        let bearer = header("authorization")
+            .filter(|_| self.bearer)
+            .and_then(bearer_bytes);
+        match (key, bearer) {
+            (None, Some(token)) => {
+                let token = text(token, DenyCode::InvalidApiKey, "authorization")?;
+                key = Some((token, KeySource::Bearer));
+            }
+            (Some((k, _)), Some(token)) => others.extend(other("authorization", token, k)),
+            (_, None) => {}
+        }
+        Ok((key, others))
     }
 
-    /// Whether a request header must be removed before the request reaches a sandbox: every
-    /// key header, every `x-sandbox-*` and `x-sandgate-*` header, the original-destination
-    /// header a client could forge, and `authorization` when it carries the caller's key
+    /// Whether a request header must be removed before the request reaches a sandbox: the key
+    /// header that carried the key (every key header when there is none), every `x-sandbox-*`
+    /// and `x-sandgate-*` header, the original-destination
+    /// header a client could forge, the E2B SDK's `e2b-sandbox-*`, and `authorization` when it carries the caller's key
     /// (however it is spelled). Names and values are bytes: a value that is not text is
     /// judged by its name like any other.
     pub fn is_gateway_header(&self, name: &[u8], value: &[u8], api_key: Option<&str>) -> bool {
-        if self
+        let key_header = self
             .key_headers
             .iter()
-            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-            || name.eq_ignore_ascii_case(self.id_header.as_bytes())
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name));
+        // A key header that did not carry the key is the app's (e.g. its own `x-api-key`),
+        // unless the resolver finds another gateway key in it. Without a key, all go.
+        if key_header {
+            return api_key.is_none_or(|k| value.trim_ascii() == k.as_bytes());
+        }
+        if name.eq_ignore_ascii_case(self.id_header.as_bytes())
             || name.eq_ignore_ascii_case(self.port_header.as_bytes())
+            || starts_with_ignore_case(name, b"e2b-sandbox-")
             || starts_with_ignore_case(name, b"x-sandbox-")
             || starts_with_ignore_case(name, PRIVATE_HEADER_PREFIX.as_bytes())
             || name.eq_ignore_ascii_case(b"x-envoy-original-dst-host")
@@ -352,8 +462,14 @@ impl RequestGrammar {
             }
         }
         if target.rewritten_path.is_none() {
-            put(&self.id_header, target.sandbox_id.to_string());
-            put(&self.port_header, target.port.to_string());
+            // Named the E2B way, it crosses the E2B way: the peer answers a missing one 502 too.
+            let (id, port) = if target.e2b {
+                (E2B_ID_HEADER, E2B_PORT_HEADER)
+            } else {
+                (self.id_header.as_str(), self.port_header.as_str())
+            };
+            put(id, target.sandbox_id.to_string());
+            put(port, target.port.to_string());
         }
         out
     }
@@ -396,6 +512,17 @@ struct PathTarget<'p> {
     query: &'p str,
 }
 
+impl PathTarget<'_> {
+    /// The path the sandbox sees: `/{rest}` with the query kept.
+    fn rewritten(&self) -> String {
+        let mut out = String::with_capacity(1 + self.rest.len() + self.query.len());
+        out.push('/');
+        out.push_str(self.rest);
+        out.push_str(self.query);
+        out
+    }
+}
+
 fn split_once_or_all(s: &str) -> (&str, &str) {
     s.split_once('/').unwrap_or((s, ""))
 }
@@ -426,6 +553,32 @@ pub fn bearer_bytes(value: &[u8]) -> Option<&[u8]> {
 fn text<'a>(value: &'a [u8], code: DenyCode, field: &str) -> Result<&'a str, Deny> {
     core::str::from_utf8(value)
         .map_err(|_| Deny::new(code, format!("{field}: the value is not valid UTF-8 text")))
+}
+
+/// A credential beside the key: its header and value, when it is text, not empty and not the
+/// key itself (which is stripped by name).
+fn other<'a>(name: &'a str, raw: &'a [u8], key: &str) -> Option<(&'a str, &'a str)> {
+    let value = core::str::from_utf8(raw).ok()?.trim();
+    (!value.is_empty() && value != key).then_some((name, value))
+}
+
+/// Two places that name the sandbox must name the same one (and port): which would "win" is
+/// a guess another hop might make the other way.
+fn agree<'a>(found: Option<Named<'a>>, next: Named<'a>) -> Result<Option<Named<'a>>, Deny> {
+    match found {
+        None => Ok(Some(next)),
+        Some(f) if (f.sandbox_id, f.port) == (next.sandbox_id, next.port) => Ok(Some(Named {
+            e2b: f.e2b || next.e2b,
+            ..f
+        })),
+        Some(f) => Err(Deny::new(
+            DenyCode::AmbiguousRequest,
+            format!(
+                "{} and {} name different sandboxes or ports",
+                f.source, next.source
+            ),
+        )),
+    }
 }
 
 fn in_field(deny: Deny, field: &str) -> Deny {
@@ -528,7 +681,7 @@ mod tests {
         let g = RequestGrammar::default();
         let route = Decision::Route {
             destination: "10.0.0.7:8080".into(),
-            strip_authorization: false,
+            strip_credentials: 0,
         };
         // By path: the path without the gateway's part; the route stays.
         let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/8080/a?q=1").unwrap();
@@ -804,8 +957,6 @@ mod tests {
     fn gateway_headers_are_stripped_and_app_authorization_kept() {
         let g = RequestGrammar::default();
         for name in [
-            "agentbox-api-key",
-            "X-API-Key",
             "x-sandbox-id",
             "x-sandbox-port",
             "x-sandbox-anything",
@@ -813,6 +964,19 @@ mod tests {
         ] {
             assert!(
                 g.is_gateway_header(name.as_bytes(), b"v", Some("k")),
+                "{name}"
+            );
+        }
+        // A key header goes when it carries the key (or there is none); another value in it
+        // is the app's, and the resolver is asked whether it is another gateway key.
+        for name in ["agentbox-api-key", "X-API-Key"] {
+            assert!(
+                g.is_gateway_header(name.as_bytes(), b"k", Some("k")),
+                "{name}"
+            );
+            assert!(g.is_gateway_header(name.as_bytes(), b"v", None), "{name}");
+            assert!(
+                !g.is_gateway_header(name.as_bytes(), b"v", Some("k")),
                 "{name}"
             );
         }
@@ -880,11 +1044,13 @@ mod tests {
         ]);
         let t = g.parse_headers(&h).unwrap();
         assert_eq!((t.sandbox_id, t.api_key.map(|k| k.0)), ("sb", Some("k")));
-        assert_eq!(t.other_credential, None);
+        assert!(t.other_credentials.is_empty());
         assert!(!g.is_gateway_header(b"x-note", bad, Some("k")));
         assert!(!g.is_gateway_header(b"authorization", b"Basic \xff", Some("k")));
         assert!(g.is_gateway_header(b"x-sandbox-extra", bad, Some("k")));
         assert!(g.is_gateway_header(b"agentbox-api-key", bad, None));
+        // Beside a key, a later key header that is not text is the app's: it passes.
+        assert!(!g.is_gateway_header(b"x-api-key", bad, Some("k")));
         // A key that is not text is refused, not skipped for the next key header.
         let h = bytes(&[path, ("agentbox-api-key", bad), key]);
         assert_eq!(
@@ -894,41 +1060,159 @@ mod tests {
     }
 
     #[test]
-    fn another_bearer_token_beside_a_header_key_is_handed_to_the_resolver() {
+    fn credentials_beside_the_key_are_handed_to_the_resolver() {
         let g = RequestGrammar::default();
-        let t = |auth: &str| {
-            let h = list(&[
-                (":path", "/sandboxes/sb/80/"),
-                ("x-api-key", "k"),
-                ("authorization", auth),
-            ]);
-            g.parse_headers(&h)
-                .unwrap()
-                .other_credential
-                .map(str::to_string)
+        let others = |h: &[(&str, &str)]| {
+            let mut all = vec![(":path", "/sandboxes/sb/80/")];
+            all.extend_from_slice(h);
+            let h = list(&all);
+            let t = g.parse_headers(&h).unwrap();
+            let out: Vec<(String, String)> = t
+                .other_credentials
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            out
         };
-        assert_eq!(t("Bearer admin"), Some("admin".into()));
-        assert_eq!(t("bearer\tother"), Some("other".into()));
+        let pair = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let key = ("x-api-key", "k");
+        assert_eq!(
+            others(&[key, ("authorization", "Bearer admin")]),
+            pair("authorization", "admin")
+        );
+        assert_eq!(
+            others(&[key, ("authorization", "bearer\tother")]),
+            pair("authorization", "other")
+        );
         // The caller's own key is stripped by name; a non-bearer value is the app's.
-        assert_eq!(t("Bearer k"), None);
-        assert_eq!(t("Basic Zm9v"), None);
+        assert!(others(&[key, ("authorization", "Bearer k")]).is_empty());
+        assert!(others(&[key, ("authorization", "Basic Zm9v")]).is_empty());
+        // With the key in agentbox-api-key, x-api-key is the app's own, or another key.
+        assert_eq!(
+            others(&[("agentbox-api-key", "k"), ("x-api-key", "app-key")]),
+            pair("x-api-key", "app-key")
+        );
+        assert!(!g.is_gateway_header(b"x-api-key", b"app-key", Some("k")));
+        assert!(g.is_gateway_header(b"agentbox-api-key", b" k ", Some("k")));
+        assert!(g.is_gateway_header(b"x-api-key", b"k", Some("k")));
         // With the key in authorization itself, there is no other credential.
-        let h = list(&[
-            (":path", "/sandboxes/sb/80/"),
-            ("authorization", "Bearer k"),
-        ]);
-        assert_eq!(g.parse_headers(&h).unwrap().other_credential, None);
+        assert!(others(&[("authorization", "Bearer k")]).is_empty());
     }
 
     #[test]
-    fn a_route_may_ask_to_strip_authorization() {
+    fn a_route_names_the_credential_headers_to_strip() {
         let g = RequestGrammar::default();
-        let t = parse(&g, &[("x-api-key", "k")], "/sandboxes/sb/80/").unwrap();
-        let route = Decision::Route {
+        let h = list(&[
+            (":path", "/sandboxes/sb/80/"),
+            ("agentbox-api-key", "k"),
+            ("x-api-key", "other-key"),
+            ("authorization", "Bearer app"),
+        ]);
+        let t = g.parse_headers(&h).unwrap();
+        let route = |mask| Decision::Route {
             destination: "10.0.0.7:80".into(),
-            strip_authorization: true,
+            strip_credentials: mask,
         };
-        assert!(g.routing(&t, &route).unwrap().strip_authorization);
+        assert_eq!(g.routing(&t, &route(0b01)).unwrap().strip, ["x-api-key"]);
+        assert_eq!(
+            g.routing(&t, &route(0b10)).unwrap().strip,
+            ["authorization"]
+        );
+        assert!(g.routing(&t, &route(0)).unwrap().strip.is_empty());
+    }
+
+    #[test]
+    fn e2b_headers_and_hosts_name_a_sandbox_and_must_agree_with_the_others() {
+        let g = RequestGrammar {
+            e2b_domains: vec!["sandgate.test".into()],
+            ..Default::default()
+        };
+        let parse_list = |h: &[(&str, &str)]| {
+            let h = list(h);
+            g.parse_headers(&h)
+                .map(|t| (t.sandbox_id.to_string(), t.port, t.e2b, t.rewritten_path))
+        };
+        let e2b = |id: &str, port, path: Option<&str>| {
+            Ok((id.to_string(), port, true, path.map(str::to_string)))
+        };
+        // The SDK's headers, alone: the path is the app's.
+        assert_eq!(
+            parse_list(&[
+                (":path", "/files?path=a"),
+                ("e2b-sandbox-id", "sb"),
+                ("e2b-sandbox-port", "49983")
+            ]),
+            e2b("sb", 49983, None)
+        );
+        // Beside a gateway path naming the same sandbox and port (the Go platform's patch),
+        // the path is rewritten.
+        assert_eq!(
+            parse_list(&[
+                (":path", "/sandboxes/sb/49983/health"),
+                ("e2b-sandbox-id", "sb"),
+                ("e2b-sandbox-port", "49983")
+            ]),
+            e2b("sb", 49983, Some("/health"))
+        );
+        // The Host, any case, with a port after it; with the SDK's headers agreeing.
+        assert_eq!(
+            parse_list(&[
+                (":path", "/x"),
+                (":authority", "8080-demo-a.SandGate.test:8092")
+            ]),
+            e2b("demo-a", 8080, None)
+        );
+        assert_eq!(
+            parse_list(&[
+                (":path", "/x"),
+                (":authority", "49983-sb.sandgate.test"),
+                ("e2b-sandbox-id", "sb"),
+                ("e2b-sandbox-port", "49983"),
+                ("x-sandbox-id", "sb"),
+                ("x-sandbox-port", "49983"),
+            ]),
+            e2b("sb", 49983, None)
+        );
+        // Other hosts name nothing.
+        for host in [
+            "sandgate.test",
+            "8080-demo-a.other.test",
+            "x8080-demo-a.notsandgate.test",
+        ] {
+            assert_eq!(
+                parse_list(&[(":path", "/"), (":authority", host)])
+                    .unwrap_err()
+                    .code,
+                DenyCode::MissingSandboxId,
+                "{host}"
+            );
+        }
+        // Disagreement is refused, whichever two disagree.
+        for extra in [
+            [("x-sandbox-id", "sb-b"), ("x-sandbox-port", "49983")],
+            [("x-sandbox-id", "sb"), ("x-sandbox-port", "80")],
+            [
+                (":authority", "49983-other.sandgate.test"),
+                ("accept", "*/*"),
+            ],
+        ] {
+            let mut h = vec![
+                (":path", "/"),
+                ("e2b-sandbox-id", "sb"),
+                ("e2b-sandbox-port", "49983"),
+            ];
+            h.extend_from_slice(&extra);
+            assert_eq!(
+                parse_list(&h).unwrap_err().code,
+                DenyCode::AmbiguousRequest,
+                "{extra:?}"
+            );
+        }
+        // A malformed name under the domain is refused, not ignored.
+        let bad = parse_list(&[(":path", "/"), (":authority", "x-sb.sandgate.test")]);
+        assert_eq!(bad.unwrap_err().code, DenyCode::InvalidPort);
+        // The SDK's headers are the gateway's: stripped.
+        assert!(g.is_gateway_header(b"E2b-Sandbox-Id", b"sb", None));
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum DenyCode {
     SandboxNotArmed,
     /// The Pod exists and is in a serving phase but has no IP yet.
     SandboxNoIp,
+    /// The sandbox's port refused or reset the connection: Envoy answers this one itself
+    /// (`local_reply_config` on an upstream connection failure), in the same JSON shape.
+    PortNotOpen,
     /// A route names a Pod the resolver cannot see (not created yet, or gone).
     SandboxPodMissing,
     /// The routed Pod now carries another sandbox id (it was released and reused).
@@ -55,7 +58,7 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 21] = [
+    pub const ALL: [DenyCode; 22] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
@@ -71,6 +74,7 @@ impl DenyCode {
         DenyCode::SandboxNotReady,
         DenyCode::SandboxNotArmed,
         DenyCode::SandboxNoIp,
+        DenyCode::PortNotOpen,
         DenyCode::SandboxPodMissing,
         DenyCode::SandboxReassigned,
         DenyCode::UnknownCluster,
@@ -98,6 +102,7 @@ impl DenyCode {
             SandboxNotReady => (502, "sandbox_not_ready", GrpcCode::FailedPrecondition),
             SandboxNotArmed => (502, "sandbox_not_armed", GrpcCode::FailedPrecondition),
             SandboxNoIp => (502, "sandbox_no_ip", GrpcCode::FailedPrecondition),
+            PortNotOpen => (502, "port_not_open", GrpcCode::Unavailable),
             SandboxPodMissing => (502, "sandbox_pod_missing", GrpcCode::FailedPrecondition),
             SandboxReassigned => (502, "sandbox_reassigned", GrpcCode::FailedPrecondition),
             UnknownCluster => (502, "unknown_cluster", GrpcCode::FailedPrecondition),
@@ -109,6 +114,16 @@ impl DenyCode {
 
     pub const fn http_status(self) -> u16 {
         self.row().0
+    }
+
+    /// The one other status a code may be answered with, by configuration or by the way a
+    /// request was addressed: `sandbox_not_found` as 502, which the E2B SDK (and the Go
+    /// gateway since) reads as "this sandbox is gone" where it raises on a 404.
+    pub const fn alternative_status(self) -> Option<u16> {
+        match self {
+            DenyCode::SandboxNotFound => Some(502),
+            _ => None,
+        }
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -174,6 +189,7 @@ mod tests {
                     SandboxNotReady,
                     SandboxNotArmed,
                     SandboxNoIp,
+                    PortNotOpen,
                     SandboxPodMissing,
                     SandboxReassigned,
                     UnknownCluster,
@@ -196,6 +212,13 @@ mod tests {
             "every code has an expected status"
         );
         assert_eq!(Forbidden.grpc_code() as i32, 7);
+        for c in DenyCode::ALL {
+            assert_eq!(
+                c.alternative_status().is_some(),
+                c == SandboxNotFound,
+                "{c}"
+            );
+        }
         assert_eq!(ResolverUnavailable.grpc_code() as i32, 14);
     }
 }
