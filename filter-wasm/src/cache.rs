@@ -81,14 +81,15 @@ impl Key {
         let mut h = Sha256::new();
         let key = target.api_key.map_or("", |(k, _)| k);
         // Length-prefixed, so no two (key, id) splits of the same bytes collide. The other
-        // credential is part of the question: whether it is stripped is part of the answer.
-        let other = target.other_credential.unwrap_or_default();
-        for part in [key, target.sandbox_id, other] {
+        // credentials are part of the question: which are stripped is part of the answer, as
+        // E2B addressing is of a refusal's status.
+        let others = target.other_credentials.iter().map(|(_, v)| *v);
+        for part in [key, target.sandbox_id].into_iter().chain(others) {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
         h.update(target.port.to_le_bytes());
-        h.update([u8::from(target.forwarded)]);
+        h.update([u8::from(target.forwarded), u8::from(target.e2b)]);
         let mut out = [0u8; 16];
         for (o, d) in out.iter_mut().zip(h.finalize()) {
             *o = d;
@@ -395,7 +396,8 @@ mod tests {
             path: "/",
             forwarded: false,
             rematch: false,
-            other_credential: None,
+            other_credentials: Vec::new(),
+            e2b: false,
         }
     }
 
@@ -433,7 +435,11 @@ mod tests {
             }),
             // Whether another bearer token is stripped is part of the answer.
             Key::of(&Target {
-                other_credential: Some("admin-key"),
+                other_credentials: vec![("authorization", "admin-key")],
+                ..target("k", "sb", 80)
+            }),
+            Key::of(&Target {
+                e2b: true,
                 ..target("k", "sb", 80)
             }),
         ] {
@@ -466,7 +472,7 @@ mod tests {
         let bytes = e.encode_to_vec();
         let route = Decision::Route {
             destination: "10.0.0.1:80".into(),
-            strip_authorization: false,
+            strip_credentials: 0,
         };
         let mut local = Local::default();
         local.keep(key, &e, route.clone(), 8);
@@ -498,7 +504,7 @@ mod tests {
         let e = Entry::new(key, &cacheable(0, 3), false, b"r", &config, &v, 0).unwrap();
         let route = Decision::Route {
             destination: "10.0.0.1:80".into(),
-            strip_authorization: false,
+            strip_credentials: 0,
         };
         let mut local = Local::default();
         local.keep(key, &e, route.clone(), 8);

@@ -486,9 +486,9 @@ fn route(routing: &Routing<'_>) -> Result<(), String> {
     for (name, value) in &routing.writes {
         set_header(name, value)?;
     }
-    if routing.strip_authorization {
-        host::remove_request_header(b"authorization")
-            .map_err(|e| format!("removing authorization: {e:?}"))?;
+    for name in &routing.strip {
+        host::remove_request_header(name.as_bytes())
+            .map_err(|e| format!("removing {name}: {e:?}"))?;
     }
     if routing.rematch {
         clear_route_cache()?;

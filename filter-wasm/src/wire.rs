@@ -31,10 +31,12 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
             .and_then(sandgate_core::client_ip)
             .map(|ip| ip.to_string())
             .unwrap_or_default(),
-        other_credential: target
-            .other_credential
-            .map(str::to_string)
-            .unwrap_or_default(),
+        other_credentials: target
+            .other_credentials
+            .iter()
+            .map(|(_, v)| (*v).to_string())
+            .collect(),
+        e2b: target.e2b,
     }
     .encode_to_vec()
 }
@@ -70,7 +72,7 @@ fn outcome(outcome: Option<resolve_reply::Outcome>) -> Decision {
     match outcome {
         Some(resolve_reply::Outcome::Route(r)) if !r.destination.is_empty() => Decision::Route {
             destination: r.destination,
-            strip_authorization: r.strip_authorization,
+            strip_credentials: r.strip_credentials,
         },
         Some(resolve_reply::Outcome::Forward(f)) if !f.destination.is_empty() => {
             // An upstream this filter does not know would match no route: refuse instead.
@@ -91,7 +93,10 @@ fn outcome(outcome: Option<resolve_reply::Outcome>) -> Decision {
             // unknown code (a newer resolver) is not guessed at.
             let code = DenyCode::ALL.into_iter().find(|c| c.as_str() == d.code);
             match code {
-                Some(code) => Decision::Deny(Deny::new(code, d.message)),
+                Some(code) => {
+                    let status = u16::try_from(d.status).unwrap_or_default();
+                    Decision::Deny(Deny::new(code, d.message).with_status(status))
+                }
                 None => Decision::Deny(unavailable("resolver sent an unknown refusal")),
             }
         }
@@ -148,7 +153,8 @@ mod tests {
             port: 8080,
             rewritten_path: None,
             path: "/",
-            other_credential: Some("app"),
+            other_credentials: vec![("authorization", "app")],
+            e2b: true,
             forwarded: true,
             rematch: false,
         };
@@ -164,7 +170,10 @@ mod tests {
             ),
             ("k", "sb", 8080, true, "fd00::9")
         );
-        assert_eq!(r.other_credential, "app");
+        assert_eq!(
+            (r.other_credentials, r.e2b),
+            (vec!["app".to_string()], true)
+        );
         let r = ResolveRequest::decode(resolve_request(&t, None).as_slice()).unwrap();
         assert_eq!(r.client_address, "");
     }
@@ -173,13 +182,13 @@ mod tests {
     fn replies_become_decisions() {
         let route = reply(resolve_reply::Outcome::Route(Route {
             destination: "[fd00::1]:80".into(),
-            strip_authorization: true,
+            strip_credentials: 5,
         }));
         assert_eq!(
             decision(0, Some(&route)),
             Decision::Route {
                 destination: "[fd00::1]:80".into(),
-                strip_authorization: true,
+                strip_credentials: 5,
             }
         );
         let deny = reply(resolve_reply::Outcome::Deny(WireDeny {
@@ -224,7 +233,7 @@ mod tests {
         }));
         let empty_route = reply(resolve_reply::Outcome::Route(Route {
             destination: String::new(),
-            strip_authorization: false,
+            strip_credentials: 0,
         }));
         let odd_upstream = reply(resolve_reply::Outcome::Forward(WireForward {
             destination: "10.0.0.9:443".into(),
