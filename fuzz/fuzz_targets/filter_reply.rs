@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
         path: "/",
         forwarded: false,
         rematch: false,
-        other_credential: None,
+        other_credentials: Vec::new(),
+        e2b: false,
     });
     let view = sandgate_filter::cache::View::default();
     assert!(sandgate_filter::cache::Entry::read(body, key, &view, 0).is_none());

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 );
                 let route = Decision::Route {
                     destination: "10.0.0.2:80".into(),
-                    strip_authorization: false,
+                    strip_credentials: 0,
                 };
                 let r = grammar.routing(&t, &route).expect("a route routes");
                 // A local route rewrites the path, and writes nothing else.

@@ -16,13 +16,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(r) = ResolveRequest::decode(data) else {
         return;
     };
+    let others: Vec<&str> = r.other_credentials.iter().map(String::as_str).collect();
     let decision = futures::executor::block_on(GATEWAY.decide(Facts {
         api_key: &r.api_key,
         sandbox_id: &r.sandbox_id,
         port: r.port,
         forwarded: r.forwarded,
         client: r.client_address.parse().ok(),
-        other_credential: Some(r.other_credential.as_str()).filter(|c| !c.is_empty()),
+        other_credentials: &others,
+        e2b: r.e2b,
     }));
     if let Decision::Route { destination, .. } = decision {
         let ip = destination

@@ -86,6 +86,7 @@ pub fn gateway() -> Arc<Gateway> {
         config: DecideConfig {
             index_fallback: true,
             armed_gate: false,
+            not_found_502: false,
         },
     })
 }

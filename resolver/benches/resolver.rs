@@ -174,6 +174,7 @@ fn gateways() -> Gateways {
     let config = DecideConfig {
         index_fallback: true,
         armed_gate: false,
+        not_found_502: false,
     };
     let gateway = |routes: RouteCache| Gateway {
         keys: Arc::clone(&keys),
@@ -219,7 +220,8 @@ fn decide(gw: &Gateway, key: &str, id: &str) -> Decision {
         port: PORT,
         forwarded: false,
         client: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        other_credential: None,
+        other_credentials: &[],
+        e2b: false,
     }))
 }
 
@@ -230,7 +232,7 @@ fn assert_all_route(gw: &Gateway, probes: &[(String, String)]) {
             decide(gw, TENANT_KEY, id),
             Decision::Route {
                 destination: dest.clone(),
-                strip_authorization: false,
+                strip_credentials: 0,
             },
             "{id}"
         );

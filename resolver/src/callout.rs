@@ -36,10 +36,10 @@ pub fn reply(decision: Decision, keep: Option<Keep>) -> ResolveReply {
     let outcome = match decision {
         Decision::Route {
             destination,
-            strip_authorization,
+            strip_credentials,
         } => resolve_reply::Outcome::Route(Route {
             destination,
-            strip_authorization,
+            strip_credentials,
         }),
         Decision::Forward(f) => resolve_reply::Outcome::Forward(Forward {
             destination: f.destination,
@@ -149,6 +149,7 @@ impl Resolver for ResolveService {
         request: Request<ResolveRequest>,
     ) -> Result<Response<ResolveReply>, Status> {
         let r = request.get_ref();
+        let others: Vec<&str> = r.other_credentials.iter().map(String::as_str).collect();
         let (decision, keep) = self
             .gateway
             .decide_keeping(Facts {
@@ -157,7 +158,8 @@ impl Resolver for ResolveService {
                 port: r.port,
                 forwarded: r.forwarded,
                 client: r.client_address.parse().ok(),
-                other_credential: Some(r.other_credential.as_str()).filter(|c| !c.is_empty()),
+                other_credentials: &others,
+                e2b: r.e2b,
             })
             .await;
         Ok(Response::new(reply(decision, keep)))

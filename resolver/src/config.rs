@@ -1,5 +1,6 @@
 //! Typed command-line configuration. Every flag has an environment-variable twin and a default
-//! that works for local use; nothing else in the crate parses flags or reads the environment.
+//! that works for local use; nothing else in the crate parses flags or reads the environment,
+//! except [`crate::compat`], which reads the Go gateway's flags and maps them onto [`ServeArgs`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +28,11 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Talk to a running resolver's ControlPlaneService.
     Ctl(CtlArgs),
+    /// Run the resolver with the Go gateway's (envoyextproc's) flags, as the Go Helm chart
+    /// passes them; also what runs when this binary is invoked as `envoyextproc`. Keyless data
+    /// plane unless --extproc-enable-auth and an admin key (see README, "Coming from the Go
+    /// gateway").
+    GoCompat(Box<crate::compat::GoCompatArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +112,10 @@ pub struct ServeArgs {
     /// Route a Running Pod only once its armed annotation equals the sandbox id.
     #[arg(long, env = "SANDGATE_ARMED_GATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub armed_gate: bool,
+    /// The status of `sandbox_not_found`: 404, or 502 (what the E2B SDK reads as "gone"; a
+    /// request addressed the E2B way always gets 502).
+    #[arg(long, env = "SANDGATE_SANDBOX_NOT_FOUND_STATUS", default_value_t = 404, value_parser = parse_not_found_status)]
+    pub sandbox_not_found_status: u16,
 
     /// Lifetime of a pushed route (e.g. 60s, 500ms, 5m).
     #[arg(long, env = "SANDGATE_ROUTE_TTL", default_value = "60s", value_parser = parse_duration)]
@@ -195,17 +205,35 @@ pub struct ServeArgs {
     /// ext_proc entry: port for requests that name none (unset: a missing port is a 400).
     #[arg(long, env = "SANDGATE_EXTPROC_DEFAULT_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub extproc_default_port: Option<u16>,
+    /// ext_proc entry: domains under which a Host `{port}-{id}.{domain}` names a sandbox (the
+    /// E2B SDK's addressing); repeatable or comma-separated.
+    #[arg(
+        long = "extproc-e2b-domain",
+        env = "SANDGATE_EXTPROC_E2B_DOMAINS",
+        value_delimiter = ','
+    )]
+    pub extproc_e2b_domains: Vec<String>,
 
     /// Write each sandbox's last activity onto its Pod (kube source), so replicas share it and
     /// a restart keeps it. Needs `patch` on Pods.
     #[arg(long, env = "SANDGATE_WRITE_LAST_ACTIVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub write_last_active: bool,
-    /// How often the last-active annotation is written (and other replicas' writes read).
+    /// How old a busy sandbox's last-active annotation may grow before it is rewritten: R of a
+    /// Pod without an idle timeout, and the longest R (with one, R = max(1s, min(this, T/3))).
+    /// The writer looks every min(this, 5s), and reads the other replicas' writes then.
     #[arg(long, env = "SANDGATE_LAST_ACTIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub last_active_interval: Duration,
-    /// At most this many annotation writes per interval (the rest wait for the next).
+    /// At most this many annotation writes in any --last-active-interval (the rest wait).
     #[arg(long, env = "SANDGATE_LAST_ACTIVE_MAX_WRITES", default_value_t = 500)]
     pub last_active_max_writes: usize,
+    /// The Pod annotation holding the sandbox's idle timeout T in seconds (the agentbox
+    /// controller's); it paces the last-active writes.
+    #[arg(
+        long,
+        env = "SANDGATE_IDLE_TIMEOUT_ANNOTATION",
+        default_value = "agentbox.navix.sh/idle-timeout"
+    )]
+    pub idle_timeout_annotation: String,
 
     /// Invalid API keys one client address may present per --key-failure-window before every
     /// keyed request from it gets 429 until the window passes (0: no limit).
@@ -226,7 +254,8 @@ pub struct ServeArgs {
         conflicts_with = "clusters_configmap"
     )]
     pub clusters_file: Option<PathBuf>,
-    /// Peer clusters from this ConfigMap's `config.yaml` (e.g. agentbox-clusters-config), watched.
+    /// Peer clusters from this ConfigMap's `config.yaml` (or its legacy `clusters.yaml` when
+    /// there is no `config.yaml`), e.g. agentbox-clusters-config; watched.
     #[arg(long, env = "SANDGATE_CLUSTERS_CONFIGMAP")]
     pub clusters_configmap: Option<String>,
     /// Namespace of the clusters ConfigMap (default: --namespace, else "default").
@@ -249,6 +278,12 @@ pub struct ServeArgs {
     pub reload_interval: Duration,
     #[arg(long, env = "SANDGATE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// No flag: set only by `go-compat` ([`crate::compat`]). With no internal token configured
+    /// at all (neither flag nor file), the gRPC port admits calls without one, as the Go
+    /// gateway's did; with one configured it is required as always.
+    #[arg(skip)]
+    pub grpc_open_without_token: bool,
 }
 
 impl ServeArgs {
@@ -258,6 +293,7 @@ impl ServeArgs {
             phase_label: self.phase_label.clone(),
             last_active_annotation: self.last_active_annotation.clone(),
             armed_annotation: self.armed_annotation.clone(),
+            idle_timeout_annotation: self.idle_timeout_annotation.clone(),
         }
     }
 
@@ -272,6 +308,7 @@ impl ServeArgs {
             port_header: self.extproc_port_header.clone(),
             path_marker: self.extproc_path_marker.clone(),
             default_port: self.extproc_default_port,
+            e2b_domains: self.extproc_e2b_domains.clone(),
         };
         grammar.check().map(|()| grammar)
     }
@@ -280,6 +317,7 @@ impl ServeArgs {
         DecideConfig {
             index_fallback: self.index_fallback,
             armed_gate: self.armed_gate,
+            not_found_502: self.sandbox_not_found_status == 502,
         }
     }
 
@@ -319,6 +357,15 @@ pub enum CtlOp {
     LastActive,
     /// Replace the peer-cluster configuration with this file (agentbox's config.yaml format).
     Clusters { file: PathBuf },
+}
+
+/// `sandbox_not_found`'s status: the table's 404 or its alternative, 502.
+fn parse_not_found_status(raw: &str) -> Result<u16, String> {
+    match raw {
+        "404" => Ok(404),
+        "502" => Ok(502),
+        _ => Err("must be 404 or 502".into()),
+    }
 }
 
 /// Accepts `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds. Zero is refused: every

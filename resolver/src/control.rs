@@ -1,5 +1,20 @@
 //! The ControlPlaneService entry: how the controller pushes and evicts routes and reads activity.
-//! Every RPC passes through the [`BearerGuard`], which demands `authorization: Bearer <admin key>`.
+//! Every RPC passes through the [`BearerGuard`], which demands the admin key in `authorization`:
+//! `Bearer <admin key>`, or the bare key as the Go gateway accepted it.
+//!
+//! ## Two names, one service
+//!
+//! The Go gateway served this service as `sandbox.ctrlplane.v1.ControlPlaneService` (same
+//! messages, same field numbers); ours is `sandgate.ctrlplane.v1.ControlPlaneService`. A Go
+//! controller calls `/sandbox.ctrlplane.v1.ControlPlaneService/PushRoute` and would otherwise
+//! get UNIMPLEMENTED. So the control listener mounts the one guarded service twice: under its
+//! own name, and wrapped in [`Legacy`], which is registered under the Go name and rewrites the
+//! request path to ours before handing it to the very same service value (a clone of an `Arc`:
+//! the same [`ControlPlane`], route cache and guard). No second generated service and no copy
+//! of the handlers: nothing can drift between the names. The rewrite sits on this service, not
+//! on the listener, so it cannot reach anything else; every method of ours answers under the
+//! Go name (PushClusterConfig too, which Go never had), and an unknown method is still
+//! UNIMPLEMENTED under either name.
 
 use std::sync::Arc;
 
@@ -11,6 +26,8 @@ use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     PushClusterConfigRequest, PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
 };
+use tonic::codegen::{Context, Poll, Service, http};
+use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -27,21 +44,69 @@ pub struct ControlPlane {
     clusters: Arc<ClusterStore>,
 }
 
+/// The guarded service, as the control listener mounts it (under both names, see [`Legacy`]).
+pub type Guarded = InterceptedService<ControlPlaneServiceServer<ControlPlane>, BearerGuard>;
+
 pub fn server(
     routes: Arc<RouteCache>,
     activity: Arc<ActivityTracker>,
     clusters: Arc<ClusterStore>,
     keys: Arc<KeyStore>,
     metrics: Arc<Metrics>,
-) -> InterceptedService<ControlPlaneServiceServer<ControlPlane>, BearerGuard> {
+) -> Guarded {
     InterceptedService::new(
         ControlPlaneServiceServer::new(ControlPlane {
             routes,
             activity,
             clusters,
         }),
-        BearerGuard::new("control", Arc::new(AdminKey(keys)), metrics),
+        BearerGuard::new("control", Arc::new(AdminKey(keys)), metrics).accepting_raw(),
     )
+}
+
+/// The Go gateway's name of this service.
+pub const LEGACY_NAME: &str = "sandbox.ctrlplane.v1.ControlPlaneService";
+
+/// A service mounted under [`LEGACY_NAME`] that hands every call to `S` with the path
+/// rewritten to `S`'s own name (see the module documentation).
+#[derive(Clone)]
+pub struct Legacy<S>(pub S);
+
+impl<S> NamedService for Legacy<S> {
+    const NAME: &'static str = LEGACY_NAME;
+}
+
+impl<S: NamedService, B> Service<http::Request<B>> for Legacy<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(uri) = to_current::<S>(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        self.0.call(request)
+    }
+}
+
+/// `/<LEGACY_NAME>/<method>` as `/<S::NAME>/<method>`, the rest of the URI kept; `None` for
+/// any other path (the router sends only legacy paths here).
+fn to_current<S: NamedService>(uri: &http::Uri) -> Option<http::Uri> {
+    let method = uri
+        .path()
+        .strip_prefix('/')?
+        .strip_prefix(LEGACY_NAME)?
+        .strip_prefix('/')?;
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(format!("/{}/{method}", S::NAME).parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 /// Kubernetes object names: DNS-1123 subdomain (lowercase alphanumerics, '-', '.'), ≤ 253.
@@ -118,6 +183,64 @@ impl ControlPlaneService for ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records the path it was called with.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<parking_lot::Mutex<Vec<String>>>);
+
+    impl NamedService for Recorder {
+        const NAME: &'static str = "sandgate.ctrlplane.v1.ControlPlaneService";
+    }
+
+    impl Service<http::Request<()>> for Recorder {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<(), Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<()>) -> Self::Future {
+            self.0.lock().push(request.uri().to_string());
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn legacy_paths_map_onto_ours() {
+        assert_eq!(
+            <ControlPlaneServiceServer<ControlPlane> as NamedService>::NAME,
+            Recorder::NAME,
+            "the recorder stands for our service"
+        );
+        let seen = Recorder::default();
+        let mut legacy = Legacy(seen.clone());
+        for path in [
+            "/sandbox.ctrlplane.v1.ControlPlaneService/PushRoute",
+            "http://10.0.0.1:9003/sandbox.ctrlplane.v1.ControlPlaneService/GetLastActive",
+            "/sandbox.ctrlplane.v1.ControlPlaneService/Nope",
+            // Not legacy paths (the router never sends these here): left alone.
+            "/sandbox.ctrlplane.v1.ControlPlaneServiceX/PushRoute",
+            "/sandbox.ctrlplane.v1.ControlPlaneService",
+            "/sandgate.ctrlplane.v1.ControlPlaneService/EvictRoute",
+        ] {
+            let called = legacy.call(http::Request::builder().uri(path).body(()).unwrap());
+            assert_eq!(called.into_inner(), Ok(()));
+        }
+        assert_eq!(
+            *seen.0.lock(),
+            [
+                "/sandgate.ctrlplane.v1.ControlPlaneService/PushRoute",
+                "http://10.0.0.1:9003/sandgate.ctrlplane.v1.ControlPlaneService/GetLastActive",
+                "/sandgate.ctrlplane.v1.ControlPlaneService/Nope",
+                "/sandbox.ctrlplane.v1.ControlPlaneServiceX/PushRoute",
+                "/sandbox.ctrlplane.v1.ControlPlaneService",
+                "/sandgate.ctrlplane.v1.ControlPlaneService/EvictRoute",
+            ]
+        );
+        assert_eq!(<Legacy<Recorder> as NamedService>::NAME, LEGACY_NAME);
+    }
 
     #[test]
     fn object_names() {

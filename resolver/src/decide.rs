@@ -38,6 +38,9 @@ pub struct DecideConfig {
     pub index_fallback: bool,
     /// A Running Pod routes only once its armed annotation equals the sandbox id.
     pub armed_gate: bool,
+    /// `sandbox_not_found` answered 502 for every request (the E2B SDK's "gone"), not only
+    /// for requests addressed the E2B way; false keeps 404.
+    pub not_found_502: bool,
 }
 
 /// What an entry extracted from the request.
@@ -51,9 +54,12 @@ pub struct Facts<'a> {
     pub forwarded: bool,
     /// The client's address, when the entry knows it (limits failed key guesses).
     pub client: Option<IpAddr>,
-    /// A bearer token sent beside the key ([`sandgate_core::Target::other_credential`]): a
-    /// routed answer says whether it is a gateway key the sandbox must not see.
-    pub other_credential: Option<&'a str>,
+    /// Credentials sent beside the key ([`sandgate_core::Target::other_credentials`]): a
+    /// routed answer says which are gateway keys the sandbox must not see.
+    pub other_credentials: &'a [&'a str],
+    /// The request named its sandbox the E2B way (its headers or Host): a missing sandbox is
+    /// 502, which the E2B SDK reads as "gone".
+    pub e2b: bool,
 }
 
 /// Everything a decision reads, shared by all entries.
@@ -93,6 +99,12 @@ impl Gateway {
         let mut until = None;
         let decision = match self.decide_inner(facts, &mut until).await {
             Ok(decision) => decision,
+            Err(deny)
+                if deny.code == DenyCode::SandboxNotFound
+                    && (facts.e2b || self.config.not_found_502) =>
+            {
+                Decision::Deny(deny.with_status(502))
+            }
             Err(deny) => Decision::Deny(deny),
         };
         let outcome = match &decision {
@@ -180,9 +192,10 @@ impl Gateway {
         self.activity.touch(id);
         Ok(Decision::Route {
             destination: SocketAddr::new(ip, port).to_string(),
-            strip_authorization: facts
-                .other_credential
-                .is_some_and(|c| self.keys.is_known(c)),
+            strip_credentials: (0..32)
+                .zip(facts.other_credentials)
+                .filter(|(_, c)| self.keys.is_known(c))
+                .fold(0, |mask, (bit, _)| mask | 1 << bit),
         })
     }
 
@@ -327,7 +340,11 @@ fn preference(p: &PodView) -> u8 {
 }
 
 fn not_found(id: &str) -> Deny {
-    Deny::new(DenyCode::SandboxNotFound, format!("sandbox {id} not found"))
+    // "was not found": the E2B SDK maps a 502 whose message says so to SandboxNotRunning.
+    Deny::new(
+        DenyCode::SandboxNotFound,
+        format!("sandbox {id} was not found"),
+    )
 }
 
 fn forbidden(id: &str) -> Deny {
@@ -431,7 +448,8 @@ pub(crate) mod tests {
                 port,
                 forwarded,
                 client: Some(IpAddr::from([192, 0, 2, 1])),
-                other_credential: None,
+                other_credentials: &[],
+                e2b: false,
             }))
         }
 
@@ -566,7 +584,8 @@ pub(crate) mod tests {
             port: 80,
             forwarded: false,
             client: Some(IpAddr::from([192, 0, 2, 2])),
-            other_credential: None,
+            other_credentials: &[],
+            e2b: false,
         }));
         assert!(matches!(other, Decision::Route { .. }));
     }
@@ -582,13 +601,13 @@ pub(crate) mod tests {
                 port: 80,
                 forwarded: false,
                 client: Some(IpAddr::from([192, 0, 2, 1])),
-                other_credential: Some(other),
+                other_credentials: &[other],
+                e2b: false,
             }));
             match d {
                 Decision::Route {
-                    strip_authorization,
-                    ..
-                } => strip_authorization,
+                    strip_credentials, ..
+                } => strip_credentials == 1,
                 other => panic!("not routed: {other:?}"),
             }
         };
@@ -627,6 +646,7 @@ pub(crate) mod tests {
     pub(crate) const FALLBACK: DecideConfig = DecideConfig {
         index_fallback: true,
         armed_gate: false,
+        not_found_502: false,
     };
 
     #[test]
@@ -756,6 +776,7 @@ pub(crate) mod tests {
         let f = fixture(DecideConfig {
             index_fallback: true,
             armed_gate: true,
+            not_found_502: false,
         });
         let mut p = pod("acme", "p1", Some("sb"), Phase::Running, Some("10.0.0.1"));
         f.gw.pods.apply(p.clone());

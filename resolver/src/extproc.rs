@@ -93,6 +93,7 @@ impl ExtProc {
             Err(deny) => return refuse(&deny),
         };
         let api_key = target.api_key.map(|(k, _)| k);
+        let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
         let decision = self
             .gateway
             .decide(Facts {
@@ -101,7 +102,8 @@ impl ExtProc {
                 port: u32::from(target.port),
                 forwarded: target.forwarded,
                 client,
-                other_credential: target.other_credential,
+                other_credentials: &others,
+                e2b: target.e2b,
             })
             .await;
         let routing = match self.grammar.routing(&target, &decision) {
@@ -123,7 +125,7 @@ impl ExtProc {
                     && (self
                         .grammar
                         .is_gateway_header(name.as_bytes(), value, api_key)
-                        || (routing.strip_authorization && name == "authorization"))
+                        || routing.strip.contains(&name.as_str()))
             })
             .map(|(name, _)| name.clone())
             .collect();

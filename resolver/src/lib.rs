@@ -13,6 +13,7 @@ pub mod activity;
 pub mod cache;
 pub mod callout;
 pub mod clusters;
+pub mod compat;
 pub mod config;
 pub mod control;
 pub mod ctl;

@@ -15,12 +15,21 @@ fn init_logs(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // Under the Go gateway's name (`envoyextproc`) this is `go-compat` without the word.
+    let cli = Cli::parse_from(sandgate_resolver::compat::argv(std::env::args_os()));
     let result = match cli.command {
         Command::Serve(args) => {
             init_logs(args.log_format);
             sandgate_resolver::serve::serve(*args).await
         }
+        Command::GoCompat(go) => match go.into_plan() {
+            Ok(plan) => {
+                init_logs(plan.serve.log_format);
+                plan.announce();
+                sandgate_resolver::serve::serve(plan.serve).await
+            }
+            Err(error) => Err(error),
+        },
         Command::Ctl(args) => sandgate_resolver::ctl::run(args)
             .await
             .map(|out| println!("{out}")),

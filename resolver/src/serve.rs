@@ -84,7 +84,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         })?;
     }
-    if internal.count() == 0 {
+    // go-compat only: no token configured at all (a configured file that is empty still
+    // closes the port) opens it, as the Go gateway's was.
+    let grpc_open =
+        args.grpc_open_without_token && args.internal_token_file.is_none() && internal.count() == 0;
+    if grpc_open {
+        tracing::warn!(
+            listen = %args.grpc_listen,
+            "the gRPC port is OPEN: no internal token is configured (SANDGATE_INTERNAL_TOKEN, \
+             SANDGATE_INTERNAL_TOKEN_FILE), so, as in the Go gateway, anyone who reaches it \
+             gets decisions and ext_proc answers without one; configure a token and send it \
+             from Envoy to close it"
+        );
+    } else if internal.count() == 0 {
         tracing::warn!(
             listen = %args.grpc_listen,
             "no internal token (--internal-token, --internal-token-file): every call to the \
@@ -163,7 +175,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         metrics: Arc::clone(&metrics),
                         annotation: pod_keys.last_active_annotation.clone(),
                         every: args.last_active_interval,
-                        max_per_tick: args.last_active_max_writes,
+                        max_writes: args.last_active_max_writes,
                     }
                     .run(),
                 );
@@ -245,12 +257,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Envoy's `resolver` cluster carries the per-request callout (wasm filter), the ext_proc
     // entry, and the periodic access-log reports of long-lived streams: every call on this
     // listener, whatever its service, needs the internal token.
+    let grpc_guard = if grpc_open {
+        BearerGuard::open("grpc", Arc::clone(&metrics))
+    } else {
+        BearerGuard::new("grpc", internal, Arc::clone(&metrics))
+    };
     let grpc = tonic::transport::Server::builder()
-        .layer(tonic::service::InterceptorLayer::new(BearerGuard::new(
-            "grpc",
-            internal,
-            Arc::clone(&metrics),
-        )))
+        .layer(tonic::service::InterceptorLayer::new(grpc_guard))
         .add_service(callout::server(Arc::clone(&gateway)))
         .add_service(extproc::server(gateway, grammar))
         .add_service(accesslog::server(
@@ -260,14 +273,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .serve_with_incoming_shutdown(incoming(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
+    // One ControlPlaneService under two names: ours and the Go gateway's (control::Legacy).
+    let control_plane = control::server(routes, activity, clusters, keys, Arc::clone(&metrics));
     let control = tonic::transport::Server::builder()
-        .add_service(control::server(
-            routes,
-            activity,
-            clusters,
-            keys,
-            Arc::clone(&metrics),
-        ))
+        .add_service(control::Legacy(control_plane.clone()))
+        .add_service(control_plane)
         .serve_with_incoming_shutdown(incoming(control_listener), stopped());
     servers.spawn(async move { Ok(control.await?) });
     let http_server =

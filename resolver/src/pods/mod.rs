@@ -11,6 +11,7 @@ pub mod kube;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +28,9 @@ pub struct PodKeys {
     pub phase_label: String,
     pub last_active_annotation: String,
     pub armed_annotation: String,
+    /// The sandbox's idle timeout in whole seconds, as the agentbox API server writes it at
+    /// claim time; it paces the last-active writes (see [`annotate`]).
+    pub idle_timeout_annotation: String,
 }
 
 impl Default for PodKeys {
@@ -36,6 +40,7 @@ impl Default for PodKeys {
             phase_label: "agentbox.navix.sh/sandbox-phase".into(),
             last_active_annotation: "agentbox.navix.sh/last-active".into(),
             armed_annotation: "agentbox.navix.sh/sandbox-armed".into(),
+            idle_timeout_annotation: "agentbox.navix.sh/idle-timeout".into(),
         }
     }
 }
@@ -87,14 +92,65 @@ pub struct PodView {
     pub ip: Option<IpAddr>,
     /// Value of the armed annotation (the sandbox id the Pod was armed for).
     pub armed_for: Option<Box<str>>,
-    pub last_active: Option<Timestamp>,
+    /// What the last-active writer reads off the Pod; `None` when it carries neither annotation.
+    pub last_active: Option<LastActive>,
     /// Parsed resourceVersion; 0 when the source has none (static inventory).
     pub resource_version: u64,
 }
 
+/// The Pod's last-active annotation and the idle timeout that paces its refresh: the two
+/// annotations the last-active writer reads. Nothing routing reads.
+///
+/// Both at the annotations' own precision, whole seconds: 24 bytes, no more than the
+/// `Option<Timestamp>` the last-active time alone used to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LastActive {
+    /// The last-active annotation (RFC 3339), in seconds since the epoch (a finer time is cut
+    /// to its second, which compares as the writer compares: at second precision).
+    second: Option<i64>,
+    /// The idle-timeout annotation: whole seconds, positive (larger values saturate).
+    idle_timeout: Option<NonZeroU32>,
+}
+
+impl LastActive {
+    /// `None` when there is nothing to keep.
+    pub fn new(at: Option<Timestamp>, idle_timeout: Option<NonZeroU32>) -> Option<LastActive> {
+        (at.is_some() || idle_timeout.is_some()).then_some(LastActive {
+            second: at.map(|t| t.as_second()),
+            idle_timeout,
+        })
+    }
+
+    pub fn at(&self) -> Option<Timestamp> {
+        Timestamp::from_second(self.second?).ok()
+    }
+
+    pub fn idle_timeout(&self) -> Option<NonZeroU32> {
+        self.idle_timeout
+    }
+
+    /// An idle-timeout annotation value as the agentbox controller reads it: a base-10 integer
+    /// of seconds; zero, negative or unparseable is no timeout. Kept as a `u32` (136 years).
+    pub fn parse_idle_timeout(value: &str) -> Option<NonZeroU32> {
+        let secs = value.parse::<i64>().ok().filter(|&s| s > 0)?;
+        NonZeroU32::new(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+}
+
 impl PodView {
-    /// Whether a decision could tell `self` from `other`: everything but the activity and the
-    /// resourceVersion. A last-active write changes neither routing nor any kept answer.
+    /// The last-active annotation's time, if the Pod carries one.
+    pub fn last_active_at(&self) -> Option<Timestamp> {
+        self.last_active.and_then(|l| l.at())
+    }
+
+    /// The idle-timeout annotation, if the Pod carries a valid one.
+    pub fn idle_timeout(&self) -> Option<NonZeroU32> {
+        self.last_active.and_then(|l| l.idle_timeout())
+    }
+
+    /// Whether a decision could tell `self` from `other`: everything but the activity (and the
+    /// idle timeout pacing it) and the resourceVersion. A last-active write changes neither
+    /// routing nor any kept answer.
     pub fn routes_like(&self, other: &PodView) -> bool {
         (
             &self.uid,
@@ -138,7 +194,10 @@ impl PodView {
             phase: Phase::parse(label(&keys.phase_label)),
             ip: facts.ip.and_then(|ip| ip.parse().ok()),
             armed_for: annotation(&keys.armed_annotation).map(Into::into),
-            last_active: annotation(&keys.last_active_annotation).and_then(|t| t.parse().ok()),
+            last_active: LastActive::new(
+                annotation(&keys.last_active_annotation).and_then(|t| t.parse().ok()),
+                annotation(&keys.idle_timeout_annotation).and_then(LastActive::parse_idle_timeout),
+            ),
             resource_version: facts
                 .resource_version
                 .and_then(|rv| rv.parse().ok())
@@ -441,6 +500,7 @@ mod tests {
                 "2026-01-02T03:04:05Z".to_string(),
             ),
             (keys.armed_annotation.clone(), "sb-1".to_string()),
+            (keys.idle_timeout_annotation.clone(), "600".to_string()),
         ]);
         let v = PodView::project(
             PodFacts {
@@ -458,7 +518,11 @@ mod tests {
         assert_eq!(v.phase, Phase::Stopping);
         assert_eq!(v.ip, Some("fd00::1".parse().unwrap()));
         assert_eq!(v.armed_for.as_deref(), Some("sb-1"));
-        assert_eq!(v.last_active, Some("2026-01-02T03:04:05Z".parse().unwrap()));
+        assert_eq!(
+            v.last_active_at(),
+            Some("2026-01-02T03:04:05Z".parse().unwrap())
+        );
+        assert_eq!(v.idle_timeout(), NonZeroU32::new(600));
         assert_eq!(v.resource_version, 42);
 
         let bare = PodView::project(
@@ -474,8 +538,60 @@ mod tests {
             &keys,
         );
         assert_eq!(
-            (bare.sandbox_id, bare.phase, bare.ip),
-            (None, Phase::Unknown, None)
+            (bare.sandbox_id, bare.phase, bare.ip, bare.last_active),
+            (None, Phase::Unknown, None, None)
+        );
+    }
+
+    #[test]
+    fn idle_timeout_is_read_as_the_controller_reads_it() {
+        let parse = LastActive::parse_idle_timeout;
+        assert_eq!(parse("9"), NonZeroU32::new(9));
+        assert_eq!(
+            parse("+30"),
+            NonZeroU32::new(30),
+            "Go's ParseInt takes a sign"
+        );
+        assert_eq!(parse("99999999999"), NonZeroU32::new(u32::MAX), "saturates");
+        for none in ["", "0", "-5", "10s", "1.5", " 9", "x"] {
+            assert_eq!(parse(none), None, "{none:?}");
+        }
+        // Only the idle timeout: the Pod keeps it, with no last-active time.
+        let keys = PodKeys::default();
+        let annotations = BTreeMap::from([(keys.idle_timeout_annotation.clone(), "6".into())]);
+        let v = PodView::project(
+            PodFacts {
+                uid: "u",
+                namespace: "ns",
+                name: "p",
+                labels: None,
+                annotations: Some(&annotations),
+                ip: None,
+                resource_version: None,
+            },
+            &keys,
+        );
+        assert_eq!(
+            (v.last_active_at(), v.idle_timeout()),
+            (None, NonZeroU32::new(6))
+        );
+    }
+
+    #[test]
+    fn the_idle_timeout_costs_no_memory() {
+        // The pair takes no more than the last-active time alone did.
+        use std::mem::size_of;
+        assert!(
+            size_of::<Option<LastActive>>() <= size_of::<Option<Timestamp>>(),
+            "{} > {}",
+            size_of::<Option<LastActive>>(),
+            size_of::<Option<Timestamp>>()
+        );
+        // Sub-second precision is cut, as the writer compares at second precision anyway.
+        let at = "2026-01-02T03:04:05.750Z".parse::<Timestamp>().unwrap();
+        assert_eq!(
+            LastActive::new(Some(at), None).unwrap().at(),
+            Some("2026-01-02T03:04:05Z".parse().unwrap())
         );
     }
 
@@ -509,7 +625,7 @@ mod tests {
         assert_eq!((g("a"), g("b")), (1, 0));
         // Activity and resourceVersion alone: no decision changes, no kept answer is dropped.
         s.apply(PodView {
-            last_active: Some(Timestamp::now()),
+            last_active: LastActive::new(Some(Timestamp::now()), NonZeroU32::new(9)),
             ..view("u1", "p1", Some("a"), 2)
         });
         assert_eq!((g("a"), g("b")), (1, 0));
