@@ -27,6 +27,9 @@ impl Drop for Gateway {
     }
 }
 
+/// The ext_proc entry's E2B domain, the demo stack's (`{port}-{id}.sandgate.test`).
+pub const E2B_DOMAIN_FLAG: &str = "--extproc-e2b-domain=sandgate.test";
+
 /// How the tests' Envoy differs from the shipped one: a short activity period so long-stream
 /// reporting can be watched in seconds.
 pub const TEST_ACTIVITY_INTERVAL: Duration = Duration::from_secs(1);
@@ -73,7 +76,10 @@ impl Gateway {
         peer_ca: Option<PathBuf>,
         cache_ttl: Option<Duration>,
     ) -> Gateway {
-        let kube = KubeStack::start(resolver_args).await;
+        // The demo stack's E2B domain, as envoy.yaml's filter configuration has it.
+        let mut args = vec![E2B_DOMAIN_FLAG];
+        args.extend_from_slice(resolver_args);
+        let kube = KubeStack::start(&args).await;
         let envoy_options = EnvoyOptions {
             entry,
             resolver: kube.resolver.grpc,

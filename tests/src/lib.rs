@@ -4,6 +4,7 @@
 
 pub mod echo;
 pub mod emulator;
+pub mod envd;
 pub mod envoy;
 pub mod fixtures;
 pub mod gateway;

@@ -247,7 +247,7 @@ impl Resolver {
                 port,
                 forwarded: false,
                 client_address: String::new(),
-                other_credential: String::new(),
+                ..Default::default()
             }))
             .await
             .expect("Resolve RPC failed")
@@ -334,6 +334,72 @@ fn spawn(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn sandgate-resolver")
+}
+
+/// How the Go Helm chart's gateway command reaches the resolver ([`Resolver::start_go_compat`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoEntry {
+    /// `sandgate-resolver go-compat <Go flags>`.
+    Subcommand,
+    /// `envoyextproc <Go flags>`: a symlink named as the Go binary, to the built resolver.
+    Symlink,
+}
+
+impl Resolver {
+    /// Starts the resolver as the Go chart's gateway container runs it: `go_args` exactly (the
+    /// Go flags, which name the ports; `grpc`, `control` and `http` are where to reach them)
+    /// and `env` as its whole environment (nothing inherited). Waits until /healthz answers.
+    /// The harness's gRPC calls carry the internal token only if `env` sets
+    /// `SANDGATE_INTERNAL_TOKEN`. [`Resolver::restart`] is for `serve` only.
+    pub async fn start_go_compat(
+        entry: GoEntry,
+        go_args: &[String],
+        env: &[(&str, &str)],
+        (grpc, control, http): (SocketAddr, SocketAddr, SocketAddr),
+    ) -> Resolver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("resolver.log");
+        let mut command = match entry {
+            GoEntry::Subcommand => {
+                let mut c = Command::new(workspace_bin("sandgate-resolver"));
+                c.arg("go-compat");
+                c
+            }
+            GoEntry::Symlink => {
+                let link = dir.path().join("envoyextproc");
+                std::os::unix::fs::symlink(workspace_bin("sandgate-resolver"), &link)
+                    .expect("symlink envoyextproc");
+                Command::new(link)
+            }
+        };
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = command
+            .args(go_args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the Go entry");
+        let internal_token = env
+            .iter()
+            .find(|(k, _)| *k == "SANDGATE_INTERNAL_TOKEN")
+            .map(|(_, v)| v.to_string());
+        let mut r = Resolver {
+            child,
+            grpc,
+            control,
+            http,
+            log,
+            internal_token,
+            args: go_args.to_vec(),
+            _dir: dir,
+        };
+        r.wait_healthy().await;
+        r
+    }
 }
 
 /// Polls `check` every 20 ms until it holds or `within` passes; returns whether it held.

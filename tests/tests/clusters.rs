@@ -184,3 +184,52 @@ async fn a_bad_clusters_file_stops_the_start() {
         assert!(stderr.contains(says), "{bad}: {stderr}");
     }
 }
+
+/// The Go gateway's legacy key: `clusters.yaml` is read when the ConfigMap has no
+/// `config.yaml` (the Go chart seeds `clusters.yaml: ""`); when both exist, `config.yaml` wins.
+#[tokio::test]
+async fn the_legacy_clusters_yaml_key_is_the_fallback_and_config_yaml_wins() {
+    let s = KubeStack::start(&[
+        "--cluster-id=c1",
+        &format!("--clusters-configmap={NAME}"),
+        &format!("--clusters-configmap-namespace={NS}"),
+    ])
+    .await;
+    // The chart's seed: an empty legacy document, "no peers".
+    s.emu.apply(config_map(NS, NAME, &[("clusters.yaml", "")]));
+    until_updates(&s.resolver, "configmap", "applied", 1).await;
+    has_no_peers(&s.resolver).await;
+    s.emu.apply(config_map(
+        NS,
+        NAME,
+        &[("clusters.yaml", &doc("127.0.0.21"))],
+    ));
+    forwards_to(&s.resolver, "127.0.0.21").await;
+    s.emu.apply(config_map(
+        NS,
+        NAME,
+        &[
+            ("clusters.yaml", &doc("127.0.0.21")),
+            ("config.yaml", &doc("127.0.0.22")),
+        ],
+    ));
+    forwards_to(&s.resolver, "127.0.0.22").await;
+    // A bad config.yaml is not skipped for the legacy key: the last good configuration stays.
+    s.emu.apply(config_map(
+        NS,
+        NAME,
+        &[
+            ("clusters.yaml", &doc("127.0.0.23")),
+            ("config.yaml", "clusters: 3"),
+        ],
+    ));
+    until_updates(&s.resolver, "configmap", "rejected", 1).await;
+    forwards_to(&s.resolver, "127.0.0.22").await;
+    // Neither key: nothing applied, the last configuration stays.
+    s.emu
+        .apply(config_map(NS, NAME, &[("other.yaml", &doc("127.0.0.24"))]));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    forwards_to(&s.resolver, "127.0.0.22").await;
+    assert_eq!(updates(&s.resolver, "configmap", "applied").await, 3);
+    assert_eq!(updates(&s.resolver, "configmap", "rejected").await, 1);
+}

@@ -131,10 +131,39 @@ async fn every_refusal_has_its_status_and_json_code(entry: Entry) {
             "sandbox_not_ready",
         ),
         (by_path("sb-noip", &p), key.to_vec(), 502, "sandbox_no_ip"),
+        // Addressed the E2B way, a missing sandbox is 502 (the SDK's "gone").
+        (
+            "/".into(),
+            vec![
+                ("x-api-key", ACME_KEY),
+                ("e2b-sandbox-id", "nobody"),
+                ("e2b-sandbox-port", "49983"),
+            ],
+            502,
+            "sandbox_not_found",
+        ),
+        (
+            "/".into(),
+            vec![
+                ("x-api-key", ACME_KEY),
+                ("host", "49983-nobody.sandgate.test"),
+            ],
+            502,
+            "sandbox_not_found",
+        ),
+        // Routed, but nothing listens on that port: Envoy's local reply, in the table's shape.
+        (by_path("sb-a", "1"), key.to_vec(), 502, "port_not_open"),
     ];
     for (path, headers, status, code) in cases {
         let r = gw.get(&path, &headers).await;
         assert_refused(&r, status, code);
+        // The words the E2B SDK maps to its exceptions.
+        let message = r.json()["message"].as_str().unwrap_or_default().to_string();
+        match code {
+            "sandbox_not_found" => assert!(message.contains("was not found"), "{message}"),
+            "port_not_open" => assert!(message.contains("port is not open"), "{message}"),
+            _ => {}
+        }
     }
     // And the sandbox itself is fine.
     assert_eq!(

@@ -108,7 +108,8 @@ impl Stack {
                 .arg("--admin-key-file")
                 .arg(demo.join("admin-keys"))
                 .arg("--internal-token-file")
-                .arg(demo.join("internal-token")),
+                .arg(demo.join("internal-token"))
+                .arg(sandgate_tests::gateway::E2B_DOMAIN_FLAG),
             &logs.join("resolver.log"),
         )
         .with_context(|| format!("starting {}", resolver_bin.display()))?;
@@ -215,6 +216,25 @@ async fn tour(entry: Entry) -> anyhow::Result<()> {
     expect(
         r.status == 200 && r.json()["path"] == "/api/run?lang=py",
         "demo-b saw the rewritten path",
+    )?;
+
+    let r = http::send(
+        envoy,
+        "GET",
+        "/files?path=a",
+        &[
+            ("host", "8080-demo-a.sandgate.test"),
+            ("x-api-key", "demo-key-acme"),
+        ],
+    )
+    .await?;
+    show(
+        "the E2B way: Host 8080-demo-a.sandgate.test, acme's key",
+        &r,
+    );
+    expect(
+        r.status == 200 && r.json()["sandbox"] == "demo-a",
+        "demo-a answered",
     )?;
 
     let r = http::send(
