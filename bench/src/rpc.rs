@@ -66,7 +66,7 @@ async fn call(channel: &Channel, args: &LoadArgs, n: u64) -> anyhow::Result<()> 
                 port: args.port,
                 forwarded: false,
                 client_address: String::new(),
-                other_credential: String::new(),
+                ..Default::default()
             });
             if !args.internal_token.is_empty() {
                 request.metadata_mut().insert(
