@@ -27,10 +27,12 @@ use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     PushRouteRequest, PushRouteResponse,
 };
+use sandgate_tests::both_entries;
 use sandgate_tests::emulator::Emulator;
 use sandgate_tests::fixtures::{key_secret, pod};
+use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::process::{GoEntry, Outcome, Resolver, free_port};
-use sandgate_tests::stack::Control;
+use sandgate_tests::stack::{ACME_KEY as STACK_ACME_KEY, ADMIN_KEY as STACK_ADMIN_KEY, Control};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -610,3 +612,36 @@ async fn serve_keeps_requiring_keys_and_answers_404() {
             .evicted
     );
 }
+
+/// The controller's push on the legacy name, with the raw admin key, is what routes a real
+/// request through Envoy (the label index is off, so nothing else could), on both entries; its
+/// evict takes the route away again.
+async fn a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy(entry: Entry) {
+    let mut gw = Gateway::start_args(entry, &["--index-fallback=false"]).await;
+    let id = "sb-pushed";
+    let port = gw.echo(id, "127.0.0.31").await;
+    gw.kube.emu.apply(
+        pod("acme", "sandbox-pod-1")
+            .sandbox(id)
+            .phase("running")
+            .ip("127.0.0.31")
+            .json(),
+    );
+    let path = format!("/sandboxes/{id}/{port}/x");
+    let key = [("x-api-key", STACK_ACME_KEY)];
+    assert_eq!(gw.get(&path, &key).await.status, 404, "not pushed yet");
+
+    let go = GoController::connect(&gw.kube.resolver).await;
+    go.push(Auth::Raw(STACK_ADMIN_KEY), id)
+        .await
+        .expect("PushRoute on the legacy name");
+    // Routed as soon as the resolver has seen the Pod the route names.
+    let r = gw.get_until(&path, &key, 200, Duration::from_secs(5)).await;
+    assert_eq!((r.status, r.json()["sandbox"].as_str()), (200, Some(id)));
+
+    let evicted = go.evict(Auth::Bearer(STACK_ADMIN_KEY), id).await.unwrap();
+    assert!(evicted.evicted);
+    assert_eq!(gw.get(&path, &key).await.status, 404, "evicted");
+}
+
+both_entries!(a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy);
