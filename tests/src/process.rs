@@ -285,6 +285,30 @@ impl Resolver {
     }
 
     /// The value of one metric series (name with its labels, as exposed), 0 when absent.
+    /// Sends with `send` (each answer must be a 200) until one is answered without a Resolve:
+    /// the wasm filter's cache kept it (a VM's generation stream can lag the first requests).
+    pub async fn warm_cache<F, Fut>(&self, mut send: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::http::Response>,
+    {
+        const ROUTED: &str = r#"sandgate_resolves_total{outcome="route"}"#;
+        let deadline = tokio::time::Instant::now() + crate::stack::PROPAGATION;
+        loop {
+            let routed = self.metric(ROUTED).await;
+            let answer = send().await;
+            assert_eq!(answer.status, 200, "warming the cache: {}", answer.body);
+            if self.metric(ROUTED).await == routed {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no request was answered from the cache"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metric(&self, series: &str) -> u64 {
         let (_, text) = self.http_get("/metrics", None).await;
         text.lines()

@@ -31,7 +31,6 @@ const LONG_TTL: Duration = Duration::from_secs(60);
 /// How long a new lock may take to reach the filter before every keyed request from the
 /// address must be refused.
 const LOCK_PROPAGATION: Duration = Duration::from_millis(100);
-const ROUTED: &str = r#"sandgate_resolves_total{outcome="route"}"#;
 
 const A: &str = "127.0.0.2";
 const B: &str = "127.0.0.3";
@@ -111,21 +110,10 @@ impl Stack {
     /// For the wasm entry: sends the valid request from `source` until one is answered without
     /// a Resolve (the worker's VM has its generations and keeps the answer).
     async fn warm(&self, source: &str) {
-        let r = &self.kube.resolver;
-        let deadline = Instant::now() + PROPAGATION;
-        loop {
-            let routed = r.metric(ROUTED).await;
-            let answer = self.get(source, ACME_KEY).await;
-            assert_eq!(answer.status, 200, "warming: {}", answer.body);
-            if r.metric(ROUTED).await == routed {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no request was answered from the cache"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.kube
+            .resolver
+            .warm_cache(|| self.get(source, ACME_KEY))
+            .await;
     }
 }
 
