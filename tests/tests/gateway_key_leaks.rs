@@ -4,7 +4,8 @@
 //! `Bearer<TAB>key` (only a single space was recognised), and, when `x-api-key` authenticated,
 //! an `authorization: Bearer` carrying the admin key or another tenant's key passed untouched.
 //! Whatever authenticates, no header value a sandbox sees may hold any gateway key; an app's own
-//! token still passes. Sent as bytes on the wire (HTTP/1.1: some clients refuse tabs) and over
+//! token still passes, and so does its own `x-api-key` when the key came in `agentbox-api-key`.
+//! Sent as bytes on the wire (HTTP/1.1: some clients refuse tabs) and over
 //! h2c. Both entries.
 
 use sandgate_tests::both_entries;
@@ -23,8 +24,8 @@ const KEYS: [(&str, &str); 3] = [
 struct Case {
     name: String,
     headers: Vec<(&'static str, String)>,
-    /// For the app's own token: the `authorization` sb-a must see.
-    authorization: Option<&'static str>,
+    /// For the app's own credential: the header sb-a must see, and its value.
+    passes: Option<(&'static str, &'static str)>,
 }
 
 fn with_x_api_key(authorization: String) -> Case {
@@ -34,7 +35,7 @@ fn with_x_api_key(authorization: String) -> Case {
             ("x-api-key", ACME_KEY.into()),
             ("authorization", authorization),
         ],
-        authorization: None,
+        passes: None,
     }
 }
 
@@ -42,7 +43,7 @@ fn bearer_only(authorization: String) -> Case {
     Case {
         name: format!("only authorization {authorization:?}"),
         headers: vec![("authorization", authorization)],
-        authorization: None,
+        passes: None,
     }
 }
 
@@ -75,8 +76,28 @@ fn cases() -> Vec<Case> {
             ("x-api-key", ACME_KEY.into()),
             ("authorization", "Bearer app-token-123".into()),
         ],
-        authorization: Some("Bearer app-token-123"),
+        passes: Some(("authorization", "Bearer app-token-123")),
     });
+    // The key in agentbox-api-key: x-api-key is then the app's own (issue 16), unless it holds
+    // another gateway key.
+    cases.push(Case {
+        name: "agentbox-api-key and the app's own x-api-key".into(),
+        headers: vec![
+            ("agentbox-api-key", ACME_KEY.into()),
+            ("x-api-key", "app-key-7".into()),
+        ],
+        passes: Some(("x-api-key", "app-key-7")),
+    });
+    for other in [ADMIN_KEY, GLOBEX_KEY, ACME_KEY] {
+        cases.push(Case {
+            name: "agentbox-api-key and a gateway key in x-api-key".into(),
+            headers: vec![
+                ("agentbox-api-key", ACME_KEY.into()),
+                ("x-api-key", other.into()),
+            ],
+            passes: None,
+        });
+    }
     cases
 }
 
@@ -126,10 +147,10 @@ fn check(case: &Case, r: &Response) -> Vec<String> {
             wrong.push(format!("{whose}'s key is in the answer"));
         }
     }
-    if let Some(want) = case.authorization {
-        let got = headers.get("authorization").and_then(Value::as_str);
+    if let Some((name, want)) = case.passes {
+        let got = headers.get(name).and_then(Value::as_str);
         if got != Some(want) {
-            wrong.push(format!("sb-a saw authorization {got:?} (wanted {want:?})"));
+            wrong.push(format!("sb-a saw {name} {got:?} (wanted {want:?})"));
         }
     }
     wrong
