@@ -102,7 +102,7 @@ impl DenyCode {
             SandboxNotReady => (502, "sandbox_not_ready", GrpcCode::FailedPrecondition),
             SandboxNotArmed => (502, "sandbox_not_armed", GrpcCode::FailedPrecondition),
             SandboxNoIp => (502, "sandbox_no_ip", GrpcCode::FailedPrecondition),
-            PortNotOpen => (502, "port_not_open", GrpcCode::Unavailable),
+            PortNotOpen => (502, "port_not_open", GrpcCode::FailedPrecondition),
             SandboxPodMissing => (502, "sandbox_pod_missing", GrpcCode::FailedPrecondition),
             SandboxReassigned => (502, "sandbox_reassigned", GrpcCode::FailedPrecondition),
             UnknownCluster => (502, "unknown_cluster", GrpcCode::FailedPrecondition),
