@@ -6,7 +6,7 @@ default: test
 # The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
 # Every test: formatting, lints, unit tests, integration tests with the real binaries, bench
 # smoke, a short fuzz run.
-test: lint build wasm envoy e2b wasm-test deploy-check
+test: lint build wasm envoy e2b wasm-test deploy-check (image "dev")
     #!/usr/bin/env bash
     set -euo pipefail
     # nextest gives each test its own process and a per-test timeout; cargo test is the fallback.
@@ -54,11 +54,18 @@ bench MODE="full": wasm envoy
 deploy-check: wasm envoy
     scripts/deploy-check
 
-# rustfmt and clippy, warnings denied.
+# rustfmt and clippy, warnings denied; hadolint on the Containerfile.
 lint:
     cargo fmt --all --check
     cargo fmt --manifest-path fuzz/Cargo.toml --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    "$(scripts/image-tools hadolint)" Containerfile
+
+# The image (Containerfile) with buildah, no daemon, no registry: target/image/sandgate.oci.tar
+# (sandgate:<version>), for `skopeo copy` / `buildah push`. tests/tests/image.rs tests it;
+# `just test` builds it with PROFILE dev (the debug resolver, stripped: no release build in CI).
+image PROFILE="release": wasm
+    scripts/image {{PROFILE}}
 
 # Build every binary (integration tests run the built resolver).
 build:

@@ -58,6 +58,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--envoy", required=True)
     ap.add_argument("--write", action="store_true")
+    # The filter Envoy loads when validating (tests/tests/image.rs: the one from the image).
+    ap.add_argument("--wasm", default=str(ROOT / "target" / "wasm" / "sandgate_filter.wasm"))
     args = ap.parse_args()
     failures = []
 
@@ -74,6 +76,13 @@ def main() -> None:
     if sorted(listed) != on_disk:
         failures.append(f"kustomization.yaml lists {sorted(listed)}, the folder holds {on_disk}")
 
+    # The image: one place (kustomization.yaml `images:`) sets its name and tag; every container
+    # of deploy/'s own image must be one that entry rewrites.
+    images = {i.get("name"): i for i in kustomization.get("images", [])}
+    if set(images) != {"sandgate"} or not images["sandgate"].get("newTag"):
+        failures.append("kustomization.yaml must have one `images:` entry, name sandgate, "
+                        f"with a newTag; it has {kustomization.get('images')}")
+
     kinds = set()
     for name in listed:
         for doc in yaml.safe_load_all((BASE / name).read_text()):
@@ -81,6 +90,12 @@ def main() -> None:
                 continue
             what = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
             kinds.add(doc.get("kind"))
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for c in pod.get("initContainers", []) + pod.get("containers", []):
+                image = c.get("image", "")
+                if not image.startswith("envoyproxy/") and image.split(":")[0] not in images:
+                    failures.append(f"{what}: container {c.get('name')} image {image} is not "
+                                    "set by kustomization.yaml `images:`")
             try:
                 kubernetes_validate.validate(doc, KUBERNETES, strict=True)
             except kubernetes_validate.ValidationError as e:
@@ -95,8 +110,7 @@ def main() -> None:
 
     # The rendered configuration must be one Envoy accepts (the filter from this checkout).
     config = yaml.safe_load(rendered)["data"]["envoy.yaml"]
-    wasm = ROOT / "target" / "wasm" / "sandgate_filter.wasm"
-    config = config.replace("/etc/sandgate/wasm/sandgate_filter.wasm", str(wasm))
+    config = config.replace("/etc/sandgate/wasm/sandgate_filter.wasm", args.wasm)
     # As the init container does at Pod start.
     config = config.replace(TOKEN_PLACEHOLDER, "validate-Token_0.~+/=")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
