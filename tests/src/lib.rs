@@ -6,6 +6,7 @@ pub mod echo;
 pub mod emulator;
 pub mod envd;
 pub mod envoy;
+pub mod extproc;
 pub mod fixtures;
 pub mod gateway;
 pub mod http;

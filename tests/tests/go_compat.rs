@@ -18,11 +18,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
-use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as Phase;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Reply;
-use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
 use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     PushRouteRequest, PushRouteResponse,
@@ -220,23 +217,7 @@ async fn ext_proc(r: &Resolver, id: &str, api_key: Option<&str>) -> Result<Reply
         (":authority", "agentbox-data-plane"),
     ];
     headers.extend(api_key.map(|k| ("agentbox-api-key", k)));
-    let message = ProcessingRequest {
-        request: Some(Phase::RequestHeaders(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: (*k).into(),
-                        raw_value: v.as_bytes().to_vec(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            }),
-            end_of_stream: true,
-            ..Default::default()
-        })),
-        ..Default::default()
-    };
+    let message = sandgate_tests::extproc::request_headers(&headers);
     let channel = Channel::from_shared(format!("http://{}", r.grpc))
         .expect("uri")
         .connect()

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
-use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
 use envoy_types::pb::envoy::data::accesslog::v3::{AccessLogCommon, HttpAccessLogEntry};
 use envoy_types::pb::envoy::service::accesslog::v3::StreamAccessLogsMessage;
 use envoy_types::pb::envoy::service::accesslog::v3::access_log_service_client::AccessLogServiceClient;
@@ -19,9 +19,7 @@ use envoy_types::pb::envoy::service::accesslog::v3::stream_access_logs_message::
     HttpAccessLogEntries, LogEntries,
 };
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_client::ExternalProcessorClient;
-use envoy_types::pb::envoy::service::ext_proc::v3::processing_request::Request as Phase;
 use envoy_types::pb::envoy::service::ext_proc::v3::processing_response::Response as Reply;
-use envoy_types::pb::envoy::service::ext_proc::v3::{HttpHeaders, ProcessingRequest};
 use sandgate_proto::resolver::v1::resolver_client::ResolverClient;
 use sandgate_proto::resolver::v1::{
     HitReport, ResolveRequest, SandboxHits, WatchGenerationsRequest, resolve_reply,
@@ -155,23 +153,7 @@ impl Calls {
             (":path", "/sandboxes/sb-extproc/8080/x"),
             ("x-api-key", TENANT_KEY),
         ];
-        let message = ProcessingRequest {
-            request: Some(Phase::RequestHeaders(HttpHeaders {
-                headers: Some(HeaderMap {
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| HeaderValue {
-                            key: (*k).into(),
-                            raw_value: v.as_bytes().to_vec(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-                end_of_stream: true,
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
+        let message = sandgate_tests::extproc::request_headers(&headers);
         let mut replies = ExternalProcessorClient::new(self.channel.clone())
             .process(with(futures::stream::iter([message]), token))
             .await?
