@@ -315,7 +315,9 @@ async fn a_port_scan_leaves_no_hosts_behind(entry: Entry) {
                 for port in (FIRST + lane..FIRST + PORTS).step_by(4) {
                     let path = format!("/sandboxes/sb-a/{port}/");
                     let r = gw.get(&path, &[("x-api-key", ACME_KEY)]).await;
-                    assert_eq!(r.status, 503, "port {port} answered: {}", r.body);
+                    // Routed, refused by the sandbox: 502 port_not_open (Envoy's local reply).
+                    assert_eq!(r.status, 502, "port {port} answered: {}", r.body);
+                    assert!(r.body.contains("port_not_open"), "port {port}: {}", r.body);
                 }
             })
         })
