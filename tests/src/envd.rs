@@ -21,7 +21,6 @@
 //! Anything else is 404 `{"code", "message"}` (and recorded like the rest).
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -342,14 +341,7 @@ impl Drop for EnvdSandbox {
 
 /// A loopback address of 127.64.0.0/10 no other test is likely to pick, varying per call.
 fn random_loopback() -> IpAddr {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    let [a, b, c, ..] = h.finish().to_le_bytes();
+    let [a, b, c, ..] = crate::emulator::random_u64().to_le_bytes();
     IpAddr::V4(Ipv4Addr::new(127, 64 + (a & 63), b, c.clamp(1, 254)))
 }
 

@@ -72,7 +72,7 @@ pub async fn send(
 }
 
 /// A whole response: status, headers and the body as text.
-async fn collect(resp: hyper::Response<Incoming>) -> std::io::Result<Response> {
+pub async fn collect(resp: hyper::Response<Incoming>) -> std::io::Result<Response> {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp

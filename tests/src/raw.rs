@@ -12,14 +12,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::Empty;
+use hyper::body::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::envoy::Envoy;
-use crate::http::Response;
+use crate::http::{Response, collect};
 
 /// How long one request may take, connect to last byte.
 pub const LIMIT: Duration = Duration::from_secs(10);
@@ -229,22 +229,6 @@ pub async fn send_from(
         collect(sender.send_request(req).await.map_err(io::Error::other)?).await
     })
     .await
-}
-
-async fn collect(resp: hyper::Response<Incoming>) -> io::Result<Response> {
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(io::Error::other)?
-        .to_bytes();
-    Ok(Response {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use selector::{FieldSelector, LabelSelector};
+pub(crate) use store::random_u64;
 pub use store::{ApiError, Kind};
 
 use server::Shared;
