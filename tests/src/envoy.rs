@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::process::free_port;
+use crate::process::free_ports;
 
 /// The repository root (envoy.yaml, target/).
 pub fn repo_root() -> PathBuf {
@@ -195,7 +195,7 @@ impl Envoy {
             "run `just envoy`",
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let (listen, admin) = (free_port(), free_port());
+        let [listen, admin] = free_ports();
         replacements.extend([
             ("port_value: 8092", format!("port_value: {listen}")),
             ("port_value: 9901", format!("port_value: {admin}")),

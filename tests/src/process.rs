@@ -14,10 +14,17 @@ use tonic::transport::Channel;
 
 /// A free loopback port (bound and released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    let [port] = free_ports();
+    port
+}
+
+/// `N` distinct free loopback ports: every one stays bound until all are picked, so the kernel
+/// cannot hand the same port out twice (two separate `free_port` calls can, and then a process
+/// fails to bind its second listener).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").expect("no free loopback port"));
+    held.map(|l| l.local_addr().expect("bound address").port())
 }
 
 /// A built binary of this workspace, next to the test executable's `deps/` folder.
@@ -95,12 +102,7 @@ impl Resolver {
         let args: Vec<String> = args.into_iter().map(Into::into).collect();
         let internal_token = token.map(str::to_string);
         let dir = tempfile::tempdir().expect("tempdir");
-        let (grpc, control, http) = loop {
-            let ports = (free_port(), free_port(), free_port());
-            if ports.0 != ports.1 && ports.1 != ports.2 && ports.0 != ports.2 {
-                break ports;
-            }
-        };
+        let [grpc, control, http] = free_ports();
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let mut r = Resolver {
             child: spawn(

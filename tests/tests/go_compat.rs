@@ -28,7 +28,7 @@ use sandgate_tests::both_entries;
 use sandgate_tests::emulator::Emulator;
 use sandgate_tests::fixtures::{key_secret, pod};
 use sandgate_tests::gateway::{Entry, Gateway};
-use sandgate_tests::process::{GoEntry, Outcome, Resolver, free_port};
+use sandgate_tests::process::{GoEntry, Outcome, Resolver, free_ports};
 use sandgate_tests::stack::{ACME_KEY as STACK_ACME_KEY, ADMIN_KEY as STACK_ADMIN_KEY, Control};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -61,12 +61,7 @@ struct GoGateway {
 
 /// The Go chart's gateway arguments, on fresh ports, then `extra` (Go flags too).
 fn chart_args(bind: Bind, extra: &[&str]) -> (Vec<String>, (SocketAddr, SocketAddr, SocketAddr)) {
-    let (health, extproc, internal) = loop {
-        let p = (free_port(), free_port(), free_port());
-        if p.0 != p.1 && p.1 != p.2 && p.0 != p.2 {
-            break p;
-        }
-    };
+    let [health, extproc, internal] = free_ports();
     let flag = |name: &str, port: u16| match bind {
         Bind::Loopback => format!("--{name}=127.0.0.1:{port}"),
         Bind::EveryInterface => format!("--{name}=:{port}"),

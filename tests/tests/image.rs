@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sandgate_tests::emulator::Emulator;
-use sandgate_tests::process::{eventually, free_port};
+use sandgate_tests::process::{eventually, free_ports};
 use serde_json::Value;
 
 const USER: &str = "65532:65532";
@@ -350,8 +350,7 @@ async fn resolver_runs_from_the_image_and_envoy_loads_its_filter() {
     let tmp = root.join("tmp");
     let kubeconfig = emu.write_kubeconfig(&tmp);
     assert_eq!(kubeconfig, tmp.join("kubeconfig"));
-    let port = || SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let (grpc, control, http) = (port(), port(), port());
+    let [grpc, control, http] = free_ports().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let log = image.dir.path().join("resolver.log");
     let mut serve = image
         .command("/usr/local/bin/sandgate-resolver")
@@ -383,7 +382,7 @@ async fn resolver_runs_from_the_image_and_envoy_loads_its_filter() {
     drop(serve);
 
     // The Go chart's command: /envoyextproc with its Go flags.
-    let (extproc, internal, health) = (port(), port(), port());
+    let [extproc, internal, health] = free_ports().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let log = image.dir.path().join("envoyextproc.log");
     let mut go = image
         .command("/envoyextproc")
