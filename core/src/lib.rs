@@ -3,7 +3,7 @@
 //! Owns: the one table that maps every refusal to its HTTP status, JSON code and gRPC code
 //! ([`DenyCode`]), the [`Decision`] an entry applies, validation of the sandbox id and port,
 //! and the request grammar (key, id, port, path rewrite, gateway-only headers) that the wasm
-//! filter and the ext_proc entry share, and the cross-cluster id rule and forward shape. It knows nothing of wasm, gRPC, Kubernetes or I/O and
+//! filter and the ext_proc entry share, the cross-cluster id rule and forward shape, and the access token's form ([`token`]). It knows nothing of wasm, gRPC, Kubernetes or I/O and
 //! has no dependencies (serde behind a feature), so it builds unchanged for native and wasm32 targets.
 
 mod cluster;
@@ -11,6 +11,7 @@ mod decision;
 mod facts;
 mod request;
 mod status;
+pub mod token;
 
 pub use cluster::{
     Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, PeerUpstream, SandboxRef, UPSTREAM_HEADER, is_uuid,
@@ -19,7 +20,7 @@ pub use cluster::{
 pub use decision::{Decision, Deny};
 pub use facts::{MAX_SANDBOX_ID_LEN, check_port, client_ip, parse_port, validate_sandbox_id};
 pub use request::{
-    E2B_ID_HEADER, E2B_PORT_HEADER, KeySource, RequestGrammar, Routing, Target, bearer_bytes,
-    bearer_token,
+    E2B_ID_HEADER, E2B_PORT_HEADER, KeySource, Redirect, RequestGrammar, Routing, Target,
+    TokenGrammar, TokenSource, bearer_bytes, bearer_token,
 };
 pub use status::{DenyCode, GrpcCode};

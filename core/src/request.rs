@@ -5,6 +5,7 @@
 //! and refuse exactly the same requests. It sees headers only through a lookup closure and
 //! never allocates unless the path is rewritten.
 
+use crate::token::{self, http_date, looks_like_token};
 use crate::{
     Decision, Deny, DenyCode, Forward, HOP_HEADER, PRIVATE_HEADER_PREFIX, UPSTREAM_HEADER,
 };
@@ -31,6 +32,64 @@ pub struct RequestGrammar {
     /// Domains under which a Host `{port}-{id}.{domain}` names a sandbox, the E2B SDK's own
     /// addressing (e.g. `sandgate.test` in the demo). Empty: the Host names nothing.
     pub e2b_domains: Vec<String>,
+    /// Where an access token ([`crate::token`]) may be presented.
+    pub tokens: TokenGrammar,
+}
+
+/// Where a request may carry an access token, read when it carries no API key, in this
+/// order: the headers, the query parameter, the cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+pub struct TokenGrammar {
+    /// Headers whose value is a token when it has a token's prefix (any other value is the
+    /// app's own). They pass on to the sandbox: the E2B SDK's `X-Access-Token` is envd's own
+    /// credential, which envd checks itself.
+    pub headers: Vec<String>,
+    /// The query parameter; removed before the request goes on.
+    pub query: String,
+    /// The cookie the gateway sets on a top-level navigation that carried the query
+    /// parameter; removed from `cookie` before the request goes on.
+    pub cookie: String,
+    /// Origins (`scheme://host[:port]`) a WebSocket upgrade authenticated by the cookie may
+    /// come from, besides the gateway's own (the request's scheme and `:authority`).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for TokenGrammar {
+    fn default() -> Self {
+        TokenGrammar {
+            headers: vec!["x-access-token".into(), "e2b-traffic-access-token".into()],
+            query: "sandgate_token".into(),
+            cookie: "sandgate_token".into(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Where the access token was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource<'h> {
+    Header(&'h str),
+    Query,
+    Cookie,
+}
+
+/// The answer to a top-level navigation that carried its token in the query, once the token
+/// routes: a redirect to the same address without it, setting the cookie, so the token
+/// leaves the address bar and the history and the page's own requests carry the cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The client's path without the token parameter (relative to the request's origin).
+    pub location: String,
+    pub set_cookie: String,
+}
+
+impl Redirect {
+    pub const STATUS: u16 = 303;
 }
 
 /// The headers the E2B SDK sends on every envd request: gateway headers, like `x-sandbox-*`.
@@ -57,6 +116,7 @@ impl Default for RequestGrammar {
             path_marker: "sandboxes".into(),
             default_port: None,
             e2b_domains: Vec::new(),
+            tokens: TokenGrammar::default(),
         }
     }
 }
@@ -69,7 +129,7 @@ pub enum KeySource<'h> {
 }
 
 /// What a valid request asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Target<'a> {
     /// The API key, or `None` when the request carries none (the resolver answers 401).
     pub api_key: Option<(&'a str, KeySource<'a>)>,
@@ -91,6 +151,15 @@ pub struct Target<'a> {
     /// The sandbox was named the E2B way ([`E2B_ID_HEADER`] or a `{port}-{id}.{domain}` Host):
     /// a missing sandbox is then 502, the E2B SDK's "gone".
     pub e2b: bool,
+    /// The access token to present, when the request carries no API key.
+    pub token: Option<(&'a str, TokenSource<'a>)>,
+    /// The `cookie` header the sandbox must see when the request carried the token cookie:
+    /// the other cookies, or `""` when there are none (the header goes).
+    pub cookie: Option<String>,
+    /// Answer a local route with this redirect instead of sending the request on.
+    pub redirect: Option<Redirect>,
+    /// The path names the sandbox (`/{marker}/{id}/{port}/...`): a forward keeps it.
+    pub by_path: bool,
 }
 
 /// How an entry carries out a decision that sends the request on: the destination it pins,
@@ -107,6 +176,10 @@ pub struct Routing<'a> {
     /// Headers of [`Target::other_credentials`] that carry a gateway key that did not
     /// authenticate this request (the admin's, another tenant's): they are removed too.
     pub strip: Vec<&'a str>,
+    /// The `cookie` header to write instead of the client's (`""`: remove it).
+    pub cookie: Option<&'a str>,
+    /// Answer with this redirect; nothing else of the routing applies.
+    pub redirect: Option<&'a Redirect>,
 }
 
 impl RequestGrammar {
@@ -132,6 +205,8 @@ impl RequestGrammar {
                     .filter(|(bit, _)| strip_credentials & (1 << bit) != 0)
                     .map(|(_, (name, _))| *name)
                     .collect(),
+                cookie: target.cookie.as_deref(),
+                redirect: target.redirect.as_ref(),
             }),
             // The private upstream header picks the peer cluster's route.
             Decision::Forward(forward) => Ok(Routing {
@@ -139,8 +214,11 @@ impl RequestGrammar {
                 path: None,
                 writes: self.forward_writes(target, forward),
                 rematch: true,
-                // The peer gateway decides again, and strips what it must.
+                // The peer gateway decides again, and strips what it must: the token (query
+                // and cookie included) crosses as it came.
                 strip: Vec::new(),
+                cookie: None,
+                redirect: None,
             }),
             Decision::Deny(deny) => Err(deny),
         }
@@ -155,6 +233,7 @@ impl RequestGrammar {
         for name in self
             .key_headers
             .iter()
+            .chain(&self.tokens.headers)
             .chain([&self.id_header, &self.port_header])
         {
             if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || b == b':') {
@@ -165,6 +244,15 @@ impl RequestGrammar {
         }
         if self.path_marker.is_empty() || self.path_marker.contains(['/', '?']) {
             return Err("path_marker must be one path segment".into());
+        }
+        let t = &self.tokens;
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !plain(&t.query) || !plain(&t.cookie) {
+            return Err("tokens: query and cookie must be names of [A-Za-z0-9_-]".into());
         }
         Ok(())
     }
@@ -187,6 +275,23 @@ impl RequestGrammar {
         self.parse(header, header(":path").unwrap_or(b"/"))
     }
 
+    /// The API key a request carries, read as [`parse`](Self::parse) reads it: for endpoints
+    /// that name no sandbox in the gateway's grammar (minting a token).
+    pub fn api_key_of<'a, N, V>(&'a self, headers: &'a [(N, V)]) -> Result<Option<&'a str>, Deny>
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.as_ref() == name.as_bytes())
+                .map(|(_, v)| v.as_ref())
+        };
+        self.refuse_disagreeing_copies(headers)?;
+        Ok(self.credentials(&header)?.0.map(|(k, _)| k))
+    }
+
     /// Two copies of a header that names the sandbox, the port or the key, with different
     /// values, are refused: which one "wins" would be a guess another hop might make the other
     /// way. Identical copies are harmless.
@@ -202,6 +307,7 @@ impl RequestGrammar {
                 || name == E2B_PORT_HEADER.as_bytes()
                 || name == b"authorization"
                 || self.key_headers.iter().any(|k| k.as_bytes() == name)
+                || self.tokens.headers.iter().any(|k| k.as_bytes() == name)
         };
         let mut rest = headers;
         while let Some(((name, value), later)) = rest.split_first() {
@@ -241,25 +347,69 @@ impl RequestGrammar {
         let forwarded = header(HOP_HEADER).is_some();
         let rematch = header(UPSTREAM_HEADER).is_some();
         let path = text(path, DenyCode::InvalidPath, ":path")?;
-        if let Some(named) = self.named(&header)? {
+        let (sandbox_id, port, e2b, found) = self.addressed(&header, path)?;
+        let (path_only, query) = split_query(path);
+        // The token parameter never reaches the sandbox, whoever authenticated the request.
+        let query_token = query_param(query, &self.tokens.query);
+        let kept_query = query_token.map(|_| without_param(query, &self.tokens.query));
+        let rewritten_path = match &found {
+            Some(f) => Some(f.rewritten(kept_query.as_deref().unwrap_or(query))),
+            None => kept_query.as_ref().map(|q| format!("{path_only}{q}")),
+        };
+        let (cookie_token, cookie) = header("cookie")
+            .and_then(|jar| core::str::from_utf8(jar).ok())
+            .and_then(|jar| self.token_cookie(jar))
+            .unzip();
+        let token = match api_key {
+            Some(_) => None,
+            None => self.token(&header, query_token, cookie_token),
+        };
+        let mut redirect = None;
+        match token {
+            Some((_, TokenSource::Cookie)) => self.check_origin(&header)?,
+            Some((t, TokenSource::Query)) if is_navigation(&header) => {
+                let scope = found.as_ref().map_or("/", |f| f.scope);
+                let location = format!("{path_only}{}", kept_query.as_deref().unwrap_or(query));
+                redirect = self.redirect(t, location, scope, is_secure(&header));
+            }
+            _ => {}
+        }
+        Ok(Target {
+            api_key,
+            sandbox_id,
+            port,
+            rewritten_path,
+            path,
+            forwarded,
+            rematch,
+            other_credentials,
+            e2b,
+            token,
+            cookie,
+            redirect,
+            by_path: found.is_some(),
+        })
+    }
+
+    /// The sandbox and port a request asks for, whether the E2B way, and the path's own
+    /// naming of them when the path names them (alone, or the same as the headers do).
+    #[allow(clippy::type_complexity)]
+    fn addressed<'a, F>(
+        &'a self,
+        header: &F,
+        path: &'a str,
+    ) -> Result<(&'a str, u16, bool, Option<PathTarget<'a>>), Deny>
+    where
+        F: Fn(&str) -> Option<&'a [u8]>,
+    {
+        if let Some(named) = self.named(header)? {
             // A path that names the same sandbox and port is the gateway's (the E2B SDK sends
             // its headers beside a `/sandboxes/{id}/{port}` path): it is rewritten as usual.
-            let rewritten_path = self.split_path(path).and_then(|found| {
-                let same = found.id == named.sandbox_id
-                    && found.port.and_then(|p| parse_port(p).ok()) == Some(named.port);
-                same.then(|| found.rewritten())
+            let found = self.split_path(path).filter(|found| {
+                found.id == named.sandbox_id
+                    && found.port.and_then(|p| parse_port(p).ok()) == Some(named.port)
             });
-            return Ok(Target {
-                api_key,
-                sandbox_id: named.sandbox_id,
-                port: named.port,
-                rewritten_path,
-                path,
-                forwarded,
-                rematch,
-                other_credentials,
-                e2b: named.e2b,
-            });
+            return Ok((named.sandbox_id, named.port, named.e2b, found));
         }
         let Some(found) = self.split_path(path) else {
             return Err(Deny::new(
@@ -275,16 +425,131 @@ impl RequestGrammar {
             Some(raw) => parse_port(raw).map_err(|d| in_field(d, "path"))?,
             None => self.missing_port("path")?,
         };
-        Ok(Target {
-            api_key,
-            sandbox_id,
-            port,
-            rewritten_path: Some(found.rewritten()),
-            path,
-            forwarded,
-            rematch,
-            other_credentials,
-            e2b: false,
+        Ok((sandbox_id, port, false, Some(found)))
+    }
+
+    /// The token a request without an API key presents: the first token header whose value
+    /// has a token's prefix, else the query parameter, else the cookie. The parameter and the
+    /// cookie are the gateway's by name, so any value in them is presented (and refused as
+    /// an invalid token if it is none).
+    fn token<'a, F>(
+        &'a self,
+        header: &F,
+        query: Option<&'a str>,
+        cookie: Option<&'a str>,
+    ) -> Option<(&'a str, TokenSource<'a>)>
+    where
+        F: Fn(&str) -> Option<&'a [u8]>,
+    {
+        self.tokens
+            .headers
+            .iter()
+            .find_map(|name| {
+                let value = core::str::from_utf8(header(name)?).ok()?.trim();
+                looks_like_token(value).then_some((value, TokenSource::Header(name.as_str())))
+            })
+            .or(query
+                .filter(|q| !q.is_empty())
+                .map(|q| (q, TokenSource::Query)))
+            .or(cookie
+                .filter(|c| !c.is_empty())
+                .map(|c| (c, TokenSource::Cookie)))
+    }
+
+    /// The token cookie's first value in a `cookie` header, and the header without any copy
+    /// of it; `None` (and nothing allocated) when the header has no such cookie.
+    fn token_cookie<'c>(&self, jar: &'c str) -> Option<(&'c str, String)> {
+        let name = self.tokens.cookie.as_str();
+        let ours = |pair: &'c str| -> Option<&'c str> {
+            pair.split_once('=')
+                .filter(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim())
+        };
+        let value = jar.split(';').find_map(ours)?;
+        let mut rest = String::with_capacity(jar.len());
+        for pair in jar.split(';').map(str::trim) {
+            if pair.is_empty() || ours(pair).is_some() {
+                continue;
+            }
+            if !rest.is_empty() {
+                rest.push_str("; ");
+            }
+            rest.push_str(pair);
+        }
+        Some((value, rest))
+    }
+
+    /// A WebSocket upgrade that only the token cookie authenticates must come from the
+    /// gateway's own origin or an allowed one: a browser sends the cookie with any page's
+    /// WebSocket to this site, and only `Origin` tells which page asked.
+    fn check_origin<'a, F>(&self, header: &F) -> Result<(), Deny>
+    where
+        F: Fn(&str) -> Option<&'a [u8]>,
+    {
+        if header("upgrade").is_none() && header(":protocol").is_none() {
+            return Ok(());
+        }
+        let origin = header("origin")
+            .and_then(|o| core::str::from_utf8(o).ok())
+            .map(str::trim);
+        let authority = header(":authority").and_then(|a| core::str::from_utf8(a).ok());
+        let own = |o: &str| {
+            let host = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            host.zip(authority)
+                .is_some_and(|(h, a)| h.eq_ignore_ascii_case(a))
+        };
+        let allowed = origin.is_some_and(|o| {
+            own(o)
+                || self
+                    .tokens
+                    .allowed_origins
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(o))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Deny::new(
+                DenyCode::OriginNotAllowed,
+                "a WebSocket authenticated by the token cookie must come from the gateway's own or an allowed origin",
+            ))
+        }
+    }
+
+    /// The redirect that moves a query token into the cookie, scoped to the sandbox's path
+    /// (`Path=/` when the Host or headers name the sandbox) and living as long as the token.
+    /// None when the location or scope could be read as anything but a path on this origin
+    /// (`//host`, `/\host`, characters that end a cookie attribute), or the token is no
+    /// token: the request is then routed as it is.
+    fn redirect(
+        &self,
+        token: &str,
+        location: String,
+        scope: &str,
+        secure: bool,
+    ) -> Option<Redirect> {
+        let claims = token::parse(token).ok()?.claims;
+        let on_this_origin =
+            location.starts_with('/') && !matches!(location.as_bytes().get(1), Some(b'/' | b'\\'));
+        let plain_scope = scope
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._~%-".contains(&b));
+        if !on_this_origin || !plain_scope {
+            return None;
+        }
+        let mut set_cookie = format!(
+            "{}={token}; Path={scope}; Expires={}; HttpOnly; SameSite=Lax",
+            self.tokens.cookie,
+            http_date(claims.expires_at)
+        );
+        if secure {
+            set_cookie.push_str("; Secure");
+        }
+        Some(Redirect {
+            location,
+            set_cookie,
         })
     }
 
@@ -461,7 +726,7 @@ impl RequestGrammar {
                 None => put("authorization", format!("Bearer {key}")),
             }
         }
-        if target.rewritten_path.is_none() {
+        if !target.by_path {
             // Named the E2B way, it crosses the E2B way: the peer answers a missing one 502 too.
             let (id, port) = if target.e2b {
                 (E2B_ID_HEADER, E2B_PORT_HEADER)
@@ -475,10 +740,7 @@ impl RequestGrammar {
     }
 
     fn split_path<'p>(&self, path: &'p str) -> Option<PathTarget<'p>> {
-        let (path_only, query) = match path.find('?') {
-            Some(i) => path.split_at(i),
-            None => (path, ""),
-        };
+        let (path_only, _) = split_query(path);
         // Walk segments: find `/{marker}/` then take id and optional port and rest.
         let mut offset = 0;
         for seg in path_only.split('/') {
@@ -493,12 +755,13 @@ impl RequestGrammar {
                 return None;
             }
             let (port, rest) = split_once_or_all(tail);
+            let scope_len = after + id.len() + if port.is_empty() { 0 } else { 1 + port.len() };
             let port = (!port.is_empty()).then_some(port);
             return Some(PathTarget {
                 id,
                 port,
                 rest,
-                query,
+                scope: path_only.get(..scope_len).unwrap_or(path_only),
             });
         }
         None
@@ -509,18 +772,64 @@ struct PathTarget<'p> {
     id: &'p str,
     port: Option<&'p str>,
     rest: &'p str,
-    query: &'p str,
+    /// The path up to and including the port (the id, without one): a cookie's `Path`.
+    scope: &'p str,
 }
 
 impl PathTarget<'_> {
-    /// The path the sandbox sees: `/{rest}` with the query kept.
-    fn rewritten(&self) -> String {
-        let mut out = String::with_capacity(1 + self.rest.len() + self.query.len());
+    /// The path the sandbox sees: `/{rest}` then `query` (`?...` or empty).
+    fn rewritten(&self, query: &str) -> String {
+        let mut out = String::with_capacity(1 + self.rest.len() + query.len());
         out.push('/');
         out.push_str(self.rest);
-        out.push_str(self.query);
+        out.push_str(query);
         out
     }
+}
+
+/// `(path, query)`, the query with its `?` (empty when there is none).
+fn split_query(path: &str) -> (&str, &str) {
+    match path.find('?') {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    }
+}
+
+/// The raw value of `name`'s first occurrence in `query` (`?a=1&b=2`).
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.strip_prefix('?')?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// `query` without any occurrence of `name`: `?rest`, or empty when nothing is left.
+fn without_param(query: &str, name: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let pairs = query.strip_prefix('?').unwrap_or(query).split('&');
+    for pair in pairs.filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != name) {
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(pair);
+    }
+    out
+}
+
+/// A browser's top-level navigation (Fetch Metadata), which may be redirected.
+fn is_navigation<'a, F>(header: &F) -> bool
+where
+    F: Fn(&str) -> Option<&'a [u8]>,
+{
+    header("sec-fetch-mode") == Some(b"navigate")
+        && header("sec-fetch-dest") == Some(b"document")
+        && matches!(header(":method"), Some(b"GET" | b"HEAD"))
+}
+
+/// The client came over TLS (to Envoy, or to a proxy in front that says so).
+fn is_secure<'a, F>(header: &F) -> bool
+where
+    F: Fn(&str) -> Option<&'a [u8]>,
+{
+    header(":scheme") == Some(b"https") || header("x-forwarded-proto") == Some(b"https")
 }
 
 fn split_once_or_all(s: &str) -> (&str, &str) {
@@ -1248,5 +1557,233 @@ mod tests {
         assert_eq!(bearer_token("Bearer\t"), None);
         assert_eq!(bearer_bytes(b"Bearer \xff"), Some(b"\xff".as_slice()));
         assert_eq!(bearer_bytes(b"\xffearer abc"), None);
+    }
+
+    /// A token-shaped value (its claims readable: a cookie's lifetime comes from them).
+    fn a_token(id: &str) -> String {
+        crate::token::Claims {
+            key_id: "k".into(),
+            namespace: "acme".into(),
+            sandbox_id: id.into(),
+            ports: vec![],
+            expires_at: 784_111_777,
+            minted_by: None,
+        }
+        .encode(&[0; 32])
+    }
+
+    #[test]
+    fn a_token_is_read_from_its_headers_then_the_query_then_the_cookie_without_a_key() {
+        let g = RequestGrammar::default();
+        let t = a_token("sb");
+        let q = format!("/sandboxes/sb/80/a?x=1&sandgate_token={t}&y=2");
+        let c = format!("theme=dark; sandgate_token={t}; lang=en");
+        // The query parameter: presented, and gone from the path the sandbox sees.
+        let got = parse(&g, &[], &q).unwrap();
+        assert_eq!(got.token, Some((t.as_str(), TokenSource::Query)));
+        assert_eq!(got.rewritten_path.as_deref(), Some("/a?x=1&y=2"));
+        assert!(got.by_path && got.redirect.is_none() && got.cookie.is_none());
+        // The cookie: presented, and gone from the cookie header, the app's cookies kept.
+        let h = [("cookie", c.as_str())];
+        let got = parse(&g, &h, "/sandboxes/sb/80/a").unwrap();
+        assert_eq!(got.token, Some((t.as_str(), TokenSource::Cookie)));
+        assert_eq!(got.cookie.as_deref(), Some("theme=dark; lang=en"));
+        let alone = format!("sandgate_token={t}");
+        let h = [("cookie", alone.as_str())];
+        let got = parse(&g, &h, "/sandboxes/sb/80/a").unwrap();
+        assert_eq!(got.cookie.as_deref(), Some(""));
+        // A header wins over both, when its value is a token; an app's own value is skipped.
+        let h = [
+            ("x-access-token", "envd-own"),
+            ("e2b-traffic-access-token", t.as_str()),
+            ("cookie", c.as_str()),
+        ];
+        let got = parse(&g, &h, &q).unwrap();
+        assert_eq!(
+            got.token,
+            Some((t.as_str(), TokenSource::Header("e2b-traffic-access-token")))
+        );
+        // Both are still removed on the way to the sandbox.
+        assert_eq!(got.rewritten_path.as_deref(), Some("/a?x=1&y=2"));
+        assert_eq!(got.cookie.as_deref(), Some("theme=dark; lang=en"));
+        // With a key, no token is presented, but the gateway's parameter and cookie still go.
+        let h = [("x-api-key", "k"), ("cookie", c.as_str())];
+        let got = parse(&g, &h, &q).unwrap();
+        assert_eq!(got.token, None);
+        assert_eq!(got.rewritten_path.as_deref(), Some("/a?x=1&y=2"));
+        assert_eq!(got.cookie.as_deref(), Some("theme=dark; lang=en"));
+        // A header-named request keeps its path, less the parameter.
+        let h = [("x-sandbox-id", "sb"), ("x-sandbox-port", "80")];
+        let app = format!("/app?sandgate_token={t}");
+        let got = parse(&g, &h, &app).unwrap();
+        assert_eq!(got.rewritten_path.as_deref(), Some("/app"));
+        assert!(!got.by_path);
+        // Whatever the parameter or cookie holds is presented: they are the gateway's by name.
+        let got = parse(&g, &[], "/sandboxes/sb/80/?sandgate_token=junk").unwrap();
+        assert_eq!(got.token, Some(("junk", TokenSource::Query)));
+        // Nothing of ours: no token, nothing rewritten that was not before.
+        let got = parse(
+            &g,
+            &[("cookie", "a=b"), ("x-access-token", "app")],
+            "/sandboxes/sb/80/a?x",
+        )
+        .unwrap();
+        assert_eq!((got.token, got.cookie), (None, None));
+        assert_eq!(got.rewritten_path.as_deref(), Some("/a?x"));
+    }
+
+    #[test]
+    fn query_parameters_are_removed_wherever_they_stand() {
+        assert_eq!(without_param("?t=1", "t"), "");
+        assert_eq!(without_param("?t=1&t=2", "t"), "");
+        assert_eq!(without_param("?a&t=1&b=2", "t"), "?a&b=2");
+        assert_eq!(without_param("?at=1&t", "t"), "?at=1");
+        assert_eq!(query_param("?a=1&t=x&t=y", "t"), Some("x"));
+        assert_eq!(query_param("?ta=1", "t"), None);
+        assert_eq!(query_param("", "t"), None);
+    }
+
+    #[test]
+    fn a_navigation_with_a_query_token_is_redirected_into_a_scoped_cookie() {
+        let g = RequestGrammar::default();
+        let t = a_token("sb");
+        let nav = [
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-dest", "document"),
+            (":method", "GET"),
+        ];
+        let path = format!("/v1/sandboxes/sb/8080/app/page?x=1&sandgate_token={t}");
+        let got = parse(&g, &nav, &path).unwrap();
+        let r = got.redirect.clone().unwrap();
+        assert_eq!(r.location, "/v1/sandboxes/sb/8080/app/page?x=1");
+        assert_eq!(
+            r.set_cookie,
+            format!(
+                "sandgate_token={t}; Path=/v1/sandboxes/sb/8080; Expires=Sun, 06 Nov 1994 08:49:37 GMT; HttpOnly; SameSite=Lax"
+            )
+        );
+        // Only a routed request is redirected.
+        let route = Decision::Route {
+            destination: "10.0.0.7:8080".into(),
+            strip_credentials: 0,
+        };
+        assert_eq!(g.routing(&got, &route).unwrap().redirect, Some(&r));
+        let forward = Decision::Forward(Box::new(peer()));
+        assert_eq!(g.routing(&got, &forward).unwrap().redirect, None);
+        // Over TLS the cookie is Secure; a Host-named sandbox's cookie is the whole host's.
+        let tls = [
+            nav[0],
+            nav[1],
+            nav[2],
+            (":scheme", "https"),
+            (":authority", "8080-sb.sandgate.test"),
+        ];
+        let e2b = RequestGrammar {
+            e2b_domains: vec!["sandgate.test".into()],
+            ..Default::default()
+        };
+        let root = format!("/?sandgate_token={t}");
+        let got = parse(&e2b, &tls, &root).unwrap();
+        let r = got.redirect.unwrap();
+        assert_eq!(r.location, "/");
+        assert!(r.set_cookie.contains("; Path=/;") && r.set_cookie.ends_with("; Secure"));
+        // Not a top-level navigation, a header token, or a location that could leave the
+        // origin: routed as it is.
+        let sub = [
+            ("sec-fetch-mode", "cors"),
+            ("sec-fetch-dest", "empty"),
+            (":method", "GET"),
+        ];
+        assert!(parse(&g, &sub, &path).unwrap().redirect.is_none());
+        let post = [nav[0], nav[1], (":method", "POST")];
+        assert!(parse(&g, &post, &path).unwrap().redirect.is_none());
+        for escape in [
+            "//evil.test/sandboxes/sb/80/",
+            "/\\evil.test/sandboxes/sb/80/",
+        ] {
+            let path = format!("{escape}?sandgate_token={t}");
+            let got = parse(&g, &nav, &path).unwrap();
+            assert!(got.redirect.is_none(), "{escape}");
+        }
+        let odd = format!("/a;Domain=evil/sandboxes/sb/80/?sandgate_token={t}");
+        assert!(parse(&g, &nav, &odd).unwrap().redirect.is_none());
+        // A value that is no token cannot say how long a cookie lives: routed (and refused).
+        assert!(
+            parse(&g, &nav, "/sandboxes/sb/80/?sandgate_token=junk")
+                .unwrap()
+                .redirect
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_cookie_authenticated_websocket_must_come_from_an_allowed_origin() {
+        let t = a_token("sb");
+        let cookie = format!("sandgate_token={t}");
+        let g = RequestGrammar {
+            tokens: TokenGrammar {
+                allowed_origins: vec!["https://app.example".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ws = |origin: Option<&'static str>| {
+            let mut h = vec![
+                ("cookie", cookie.clone()),
+                ("upgrade", "websocket".to_string()),
+                (":authority", "gw.example:8092".to_string()),
+                (":path", "/sandboxes/sb/80/ws".to_string()),
+            ];
+            if let Some(o) = origin {
+                h.push(("origin", o.to_string()));
+            }
+            g.parse_headers(&h).map(|t| t.sandbox_id.to_string())
+        };
+        assert_eq!(ws(Some("http://gw.example:8092")), Ok("sb".into()));
+        assert_eq!(ws(Some("https://GW.example:8092")), Ok("sb".into()));
+        assert_eq!(ws(Some("https://app.example")), Ok("sb".into()));
+        for bad in [
+            Some("http://evil.example"),
+            Some("http://gw.example:8093"),
+            Some("null"),
+            None,
+        ] {
+            assert_eq!(
+                ws(bad).unwrap_err().code,
+                DenyCode::OriginNotAllowed,
+                "{bad:?}"
+            );
+        }
+        // A plain request with the cookie, and an upgrade with the token in the query, are not
+        // checked: neither is something a foreign page can make a browser send with our token.
+        let plain = [
+            ("cookie", cookie.as_str()),
+            ("origin", "http://evil.example"),
+        ];
+        assert!(parse(&g, &plain, "/sandboxes/sb/80/").is_ok());
+        let query_ws = [("upgrade", "websocket"), ("origin", "http://evil.example")];
+        assert!(
+            parse(
+                &g,
+                &query_ws,
+                &format!("/sandboxes/sb/80/?sandgate_token={t}")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn token_headers_that_disagree_are_ambiguous() {
+        let g = RequestGrammar::default();
+        let (a, b) = (a_token("a"), a_token("b"));
+        let h = list(&[
+            (":path", "/sandboxes/a/80/"),
+            ("x-access-token", &a),
+            ("x-access-token", &b),
+        ]);
+        assert_eq!(
+            g.parse_headers(&h).unwrap_err().code,
+            DenyCode::AmbiguousRequest
+        );
     }
 }

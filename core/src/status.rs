@@ -29,6 +29,16 @@ pub enum DenyCode {
     MissingApiKey,
     InvalidApiKey,
     ExpiredApiKey,
+    /// An access token that is malformed, tampered with, signed by a key this gateway does
+    /// not hold, or minted by a tenant key that was revoked.
+    InvalidAccessToken,
+    /// An access token past its expiry (or whose minting tenant key expired).
+    ExpiredAccessToken,
+    /// A valid access token for another sandbox or port.
+    AccessTokenOutOfScope,
+    /// A WebSocket upgrade authenticated by the token cookie came from an origin not on the
+    /// allow-list (cross-site WebSocket hijacking).
+    OriginNotAllowed,
     /// This client address presented too many invalid keys lately; no key is checked from it
     /// until the window passes (a valid key must not tell a guesser it was right).
     TooManyKeyFailures,
@@ -58,7 +68,7 @@ pub enum DenyCode {
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 22] = [
+    pub const ALL: [DenyCode; 26] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
@@ -68,6 +78,10 @@ impl DenyCode {
         DenyCode::MissingApiKey,
         DenyCode::InvalidApiKey,
         DenyCode::ExpiredApiKey,
+        DenyCode::InvalidAccessToken,
+        DenyCode::ExpiredAccessToken,
+        DenyCode::AccessTokenOutOfScope,
+        DenyCode::OriginNotAllowed,
         DenyCode::TooManyKeyFailures,
         DenyCode::Forbidden,
         DenyCode::SandboxNotFound,
@@ -96,6 +110,10 @@ impl DenyCode {
             MissingApiKey => (401, "missing_api_key", GrpcCode::Unauthenticated),
             InvalidApiKey => (401, "invalid_api_key", GrpcCode::Unauthenticated),
             ExpiredApiKey => (401, "expired_api_key", GrpcCode::Unauthenticated),
+            InvalidAccessToken => (401, "invalid_access_token", GrpcCode::Unauthenticated),
+            ExpiredAccessToken => (401, "expired_access_token", GrpcCode::Unauthenticated),
+            AccessTokenOutOfScope => (403, "access_token_out_of_scope", GrpcCode::PermissionDenied),
+            OriginNotAllowed => (403, "origin_not_allowed", GrpcCode::PermissionDenied),
             TooManyKeyFailures => (429, "too_many_key_failures", GrpcCode::ResourceExhausted),
             Forbidden => (403, "forbidden", GrpcCode::PermissionDenied),
             SandboxNotFound => (404, "sandbox_not_found", GrpcCode::NotFound),
@@ -179,8 +197,20 @@ mod tests {
                     AmbiguousRequest,
                 ][..],
             ),
-            (401, &[MissingApiKey, InvalidApiKey, ExpiredApiKey][..]),
-            (403, &[Forbidden][..]),
+            (
+                401,
+                &[
+                    MissingApiKey,
+                    InvalidApiKey,
+                    ExpiredApiKey,
+                    InvalidAccessToken,
+                    ExpiredAccessToken,
+                ][..],
+            ),
+            (
+                403,
+                &[Forbidden, AccessTokenOutOfScope, OriginNotAllowed][..],
+            ),
             (429, &[TooManyKeyFailures][..]),
             (404, &[SandboxNotFound][..]),
             (

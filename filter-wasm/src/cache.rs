@@ -80,11 +80,14 @@ impl Key {
     pub fn of(target: &Target<'_>) -> Key {
         let mut h = Sha256::new();
         let key = target.api_key.map_or("", |(k, _)| k);
-        // Length-prefixed, so no two (key, id) splits of the same bytes collide. The other
-        // credentials are part of the question: which are stripped is part of the answer, as
-        // E2B addressing is of a refusal's status.
+        // An access token stands where the key would (a request presents one or the other):
+        // its answer is kept under its own hash, as a key's is.
+        let token = target.token.map_or("", |(t, _)| t);
+        // Length-prefixed, so no two (key, token, id) splits of the same bytes collide. The
+        // other credentials are part of the question: which are stripped is part of the
+        // answer, as E2B addressing is of a refusal's status.
         let others = target.other_credentials.iter().map(|(_, v)| *v);
-        for part in [key, target.sandbox_id].into_iter().chain(others) {
+        for part in [key, token, target.sandbox_id].into_iter().chain(others) {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
@@ -385,19 +388,15 @@ impl Hits {
 #[allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use sandgate_core::KeySource;
+    use sandgate_core::{KeySource, TokenSource};
 
     fn target<'a>(key: &'a str, id: &'a str, port: u16) -> Target<'a> {
         Target {
             api_key: Some((key, KeySource::Bearer)),
             sandbox_id: id,
             port,
-            rewritten_path: None,
             path: "/",
-            forwarded: false,
-            rematch: false,
-            other_credentials: Vec::new(),
-            e2b: false,
+            ..Default::default()
         }
     }
 
@@ -440,6 +439,12 @@ mod tests {
             }),
             Key::of(&Target {
                 e2b: true,
+                ..target("k", "sb", 80)
+            }),
+            // A token is another credential than the same bytes as a key.
+            Key::of(&Target {
+                api_key: None,
+                token: Some(("k", TokenSource::Query)),
                 ..target("k", "sb", 80)
             }),
         ] {

@@ -23,7 +23,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
-use sandgate_core::{Decision, Deny, DenyCode, Routing, Target};
+use sandgate_core::{Decision, Deny, DenyCode, Redirect, Routing, Target};
 use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
 
 use cache::{Entry, Hits, Kept, Key, Local, Lockouts, View};
@@ -379,6 +379,24 @@ impl Request {
     /// the callout must resume it); `Pause`: it was answered locally.
     fn apply(&self, decision: &Decision, target: &Target<'_>) -> Action {
         match self.config.request.routing(target, decision) {
+            Ok(Routing {
+                redirect: Some(redirect),
+                ..
+            }) => {
+                let sent = host::send_response(
+                    u32::from(Redirect::STATUS),
+                    &[
+                        ("location", redirect.location.as_str()),
+                        ("set-cookie", redirect.set_cookie.as_str()),
+                        ("cache-control", "no-store"),
+                    ],
+                    b"",
+                );
+                if let Err(e) = sent {
+                    log(LogLevel::Error, &format!("redirect failed: {e:?}"));
+                }
+                Action::Pause
+            }
             Ok(routing) => match route(&routing) {
                 Ok(()) => Action::Continue,
                 Err(e) => self.refuse(&wire::unavailable(&e)),
@@ -489,6 +507,13 @@ fn route(routing: &Routing<'_>) -> Result<(), String> {
     for name in &routing.strip {
         host::remove_request_header(name.as_bytes())
             .map_err(|e| format!("removing {name}: {e:?}"))?;
+    }
+    match routing.cookie {
+        Some("") => {
+            host::remove_request_header(b"cookie").map_err(|e| format!("removing cookie: {e:?}"))?
+        }
+        Some(cookie) => set_header("cookie", cookie)?,
+        None => {}
     }
     if routing.rematch {
         clear_route_cache()?;

@@ -37,6 +37,7 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
             .map(|(_, v)| (*v).to_string())
             .collect(),
         e2b: target.e2b,
+        access_token: target.token.map(|(t, _)| t.to_string()).unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -156,7 +157,8 @@ mod tests {
             other_credentials: vec![("authorization", "app")],
             e2b: true,
             forwarded: true,
-            rematch: false,
+            token: Some(("sgt1.t", sandgate_core::TokenSource::Cookie)),
+            ..Default::default()
         };
         let r =
             ResolveRequest::decode(resolve_request(&t, Some("[fd00::9]:4711")).as_slice()).unwrap();
@@ -171,8 +173,8 @@ mod tests {
             ("k", "sb", 8080, true, "fd00::9")
         );
         assert_eq!(
-            (r.other_credentials, r.e2b),
-            (vec!["app".to_string()], true)
+            (r.other_credentials, r.e2b, r.access_token.as_str()),
+            (vec!["app".to_string()], true, "sgt1.t")
         );
         let r = ResolveRequest::decode(resolve_request(&t, None).as_slice()).unwrap();
         assert_eq!(r.client_address, "");

@@ -14,15 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (decision, keep) = sandgate_filter::wire::answer(status, Some(body));
     let key = sandgate_filter::cache::Key::of(&sandgate_core::Target {
-        api_key: None,
         sandbox_id: "fuzz",
         port: 1,
-        rewritten_path: None,
         path: "/",
-        forwarded: false,
-        rematch: false,
-        other_credentials: Vec::new(),
-        e2b: false,
+        ..Default::default()
     });
     let view = sandgate_filter::cache::View::default();
     assert!(sandgate_filter::cache::Entry::read(body, key, &view, 0).is_none());

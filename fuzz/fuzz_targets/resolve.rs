@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         client: r.client_address.parse().ok(),
         other_credentials: &others,
         e2b: r.e2b,
+        access_token: &r.access_token,
     }));
     if let Decision::Route { destination, .. } = decision {
         let ip = destination

@@ -13,6 +13,7 @@ use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeyStore, Source, file};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{PodKeys, PodStore, inventory};
+use sandgate_resolver::tokens::{Lifetimes, SigningKey, Source as TokenSource, TokenKeys};
 
 /// Input as header lines `name: value` (the first line is the `:path`), so a corpus file reads
 /// like a request. Names are lower-cased, as Envoy hands them over; names and values stay
@@ -83,6 +84,17 @@ pub fn gateway() -> Arc<Gateway> {
             Duration::from_secs(1),
         )),
         key_failures: Arc::new(FailureLimiter::new(3, Duration::from_secs(60))),
+        // A signing key, so a token's MAC is checked (no input can forge one).
+        tokens: Arc::new({
+            let tokens = TokenKeys::new(Lifetimes {
+                default: Duration::from_secs(3600),
+                max: Duration::from_secs(86_400),
+            });
+            if let Ok(key) = SigningKey::new("fuzz", vec![7; 32]) {
+                tokens.set_source(TokenSource::File, vec![key]);
+            }
+            tokens
+        }),
         config: DecideConfig {
             index_fallback: true,
             armed_gate: false,

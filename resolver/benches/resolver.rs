@@ -30,6 +30,7 @@ use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeySet, KeyStore, Source, TenantKey, digest};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{Phase, PodStore, PodView};
+use sandgate_resolver::tokens::{Lifetimes, TokenKeys};
 
 /// The resolver's defaults (`--route-ttl 60s`, `--route-cache-shards 64`, see config.rs), so the
 /// cache is measured as it is deployed.
@@ -189,6 +190,10 @@ fn gateways() -> Gateways {
         )),
         // The shipped limit, so its per-request lookup is part of what decide costs.
         key_failures: Arc::new(FailureLimiter::new(30, Duration::from_secs(60))),
+        tokens: Arc::new(TokenKeys::new(Lifetimes {
+            default: Duration::from_secs(3600),
+            max: Duration::from_secs(86_400),
+        })),
         config,
     };
     let pushed = gateway(RouteCache::new(ROUTE_TTL, ROUTE_SHARDS));
@@ -222,6 +227,7 @@ fn decide(gw: &Gateway, key: &str, id: &str) -> Decision {
         client: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         other_credentials: &[],
         e2b: false,
+        access_token: "",
     }))
 }
 

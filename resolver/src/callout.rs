@@ -160,6 +160,7 @@ impl Resolver for ResolveService {
                 client: r.client_address.parse().ok(),
                 other_credentials: &others,
                 e2b: r.e2b,
+                access_token: &r.access_token,
             })
             .await;
         Ok(Response::new(reply(decision, keep)))

@@ -164,6 +164,28 @@ pub struct ServeArgs {
     pub key_secret_namespace: Option<String>,
     #[arg(long, env = "SANDGATE_KEY_SECRET_SELECTOR", default_value = crate::keys::secrets::DEFAULT_SELECTOR)]
     pub key_secret_selector: String,
+    /// Access-token signing keys: a YAML file of `id: base64 secret` (≥ 32 bytes each); the
+    /// greatest id signs, every one verifies. Reloaded when it changes.
+    #[arg(long, env = "SANDGATE_TOKEN_KEYS_FILE")]
+    pub token_keys_file: Option<PathBuf>,
+    /// Access-token signing keys from the Secret `namespace/name` (kube source): each data
+    /// entry's name is a key id, its bytes the secret. Watched; shared by every replica.
+    #[arg(long, env = "SANDGATE_TOKEN_KEYS_SECRET")]
+    pub token_keys_secret: Option<String>,
+    /// Lifetime of a minted access token when the request names none.
+    #[arg(long, env = "SANDGATE_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+    /// Longest lifetime a minted access token gets, whatever was asked.
+    #[arg(long, env = "SANDGATE_TOKEN_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_max_ttl: Duration,
+    /// Origins (`scheme://host[:port]`) a WebSocket authenticated by the token cookie may come
+    /// from besides the gateway's own (ext_proc entry; the filter's `request.tokens`).
+    #[arg(
+        long = "token-allowed-origin",
+        env = "SANDGATE_TOKEN_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub token_allowed_origins: Vec<String>,
     /// DEVELOPMENT ONLY: admit every request as admin, with or without a key.
     #[arg(long, env = "SANDGATE_INSECURE_DISABLE_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_disable_auth: bool,
@@ -309,8 +331,32 @@ impl ServeArgs {
             path_marker: self.extproc_path_marker.clone(),
             default_port: self.extproc_default_port,
             e2b_domains: self.extproc_e2b_domains.clone(),
+            tokens: sandgate_core::TokenGrammar {
+                allowed_origins: self.token_allowed_origins.clone(),
+                ..Default::default()
+            },
         };
         grammar.check().map(|()| grammar)
+    }
+
+    pub fn token_lifetimes(&self) -> crate::tokens::Lifetimes {
+        crate::tokens::Lifetimes {
+            default: self.token_ttl.min(self.token_max_ttl),
+            max: self.token_max_ttl,
+        }
+    }
+
+    /// `--token-keys-secret` as (namespace, name).
+    pub fn token_keys_secret(&self) -> anyhow::Result<Option<(String, String)>> {
+        self.token_keys_secret
+            .as_deref()
+            .map(|s| match s.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                    Ok((ns.to_string(), name.to_string()))
+                }
+                _ => anyhow::bail!("--token-keys-secret must be namespace/name, got {s:?}"),
+            })
+            .transpose()
     }
 
     pub fn decide_config(&self) -> DecideConfig {
@@ -357,6 +403,19 @@ pub enum CtlOp {
     LastActive,
     /// Replace the peer-cluster configuration with this file (agentbox's config.yaml format).
     Clusters { file: PathBuf },
+    /// Mint an access token for a sandbox; prints the token (and its expiry on stderr).
+    Token {
+        sandbox_id: String,
+        /// The tenant; default: the namespace of the Pod serving the sandbox now.
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// A port the token opens (repeat for several); none: every port.
+        #[arg(long = "port")]
+        ports: Vec<u32>,
+        /// Lifetime, e.g. 10m (default: the resolver's --token-ttl; capped by --token-max-ttl).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+    },
 }
 
 /// `sandbox_not_found`'s status: the table's 404 or its alternative, 502.

@@ -1,4 +1,5 @@
-//! The ControlPlaneService entry: how the controller pushes and evicts routes and reads activity.
+//! The ControlPlaneService entry: how the controller pushes and evicts routes, reads activity
+//! and mints access tokens.
 //! Every RPC passes through the [`BearerGuard`], which demands the admin key in `authorization`:
 //! `Bearer <admin key>`, or the bare key as the Go gateway accepted it.
 //!
@@ -24,43 +25,36 @@ use sandgate_proto::ctrlplane::v1::control_plane_service_server::{
 };
 use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
-    PushClusterConfigRequest, PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
+    MintAccessTokenRequest, MintAccessTokenResponse, PushClusterConfigRequest,
+    PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
 };
 use tonic::codegen::{Context, Poll, Service, http};
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::activity::ActivityTracker;
-use crate::cache::RouteCache;
-use crate::clusters::{ClusterStore, Source};
+use crate::clusters::Source;
+use crate::decide::Gateway;
 use crate::guard::{AdminKey, BearerGuard};
-use crate::keys::KeyStore;
-use crate::metrics::Metrics;
+use crate::keys::Principal;
+use crate::tokens::issue::{IssueError, TokenRequest};
 
 pub struct ControlPlane {
-    routes: Arc<RouteCache>,
-    activity: Arc<ActivityTracker>,
-    clusters: Arc<ClusterStore>,
+    gateway: Arc<Gateway>,
 }
 
 /// The guarded service, as the control listener mounts it (under both names, see [`Legacy`]).
 pub type Guarded = InterceptedService<ControlPlaneServiceServer<ControlPlane>, BearerGuard>;
 
-pub fn server(
-    routes: Arc<RouteCache>,
-    activity: Arc<ActivityTracker>,
-    clusters: Arc<ClusterStore>,
-    keys: Arc<KeyStore>,
-    metrics: Arc<Metrics>,
-) -> Guarded {
+pub fn server(gateway: Arc<Gateway>) -> Guarded {
+    let guard = BearerGuard::new(
+        "control",
+        Arc::new(AdminKey(Arc::clone(&gateway.keys))),
+        Arc::clone(&gateway.metrics),
+    );
     InterceptedService::new(
-        ControlPlaneServiceServer::new(ControlPlane {
-            routes,
-            activity,
-            clusters,
-        }),
-        BearerGuard::new("control", Arc::new(AdminKey(keys)), metrics).accepting_raw(),
+        ControlPlaneServiceServer::new(ControlPlane { gateway }),
+        guard.accepting_raw(),
     )
 }
 
@@ -136,7 +130,9 @@ impl ControlPlaneService for ControlPlane {
         validate_sandbox_id(&r.sandbox_id).map_err(|d| Status::invalid_argument(d.message))?;
         check_object_name("namespace", &r.namespace)?;
         check_object_name("pod_name", &r.pod_name)?;
-        self.routes.push(&r.sandbox_id, &r.namespace, &r.pod_name);
+        self.gateway
+            .routes
+            .push(&r.sandbox_id, &r.namespace, &r.pod_name);
         tracing::debug!(
             sandbox = r.sandbox_id,
             namespace = r.namespace,
@@ -152,7 +148,7 @@ impl ControlPlaneService for ControlPlane {
     ) -> Result<Response<EvictRouteResponse>, Status> {
         let id = &request.get_ref().sandbox_id;
         validate_sandbox_id(id).map_err(|d| Status::invalid_argument(d.message))?;
-        let evicted = self.routes.evict(id);
+        let evicted = self.gateway.routes.evict(id);
         tracing::debug!(sandbox = id, evicted, "route evicted");
         Ok(Response::new(EvictRouteResponse { evicted }))
     }
@@ -162,7 +158,7 @@ impl ControlPlaneService for ControlPlane {
         _request: Request<GetLastActiveRequest>,
     ) -> Result<Response<GetLastActiveResponse>, Status> {
         Ok(Response::new(GetLastActiveResponse {
-            last_active: self.activity.snapshot().into_iter().collect(),
+            last_active: self.gateway.activity.snapshot().into_iter().collect(),
         }))
     }
 
@@ -171,6 +167,7 @@ impl ControlPlaneService for ControlPlane {
         request: Request<PushClusterConfigRequest>,
     ) -> Result<Response<PushClusterConfigResponse>, Status> {
         let n = self
+            .gateway
             .clusters
             .apply(Source::ControlPlane, &request.get_ref().config_yaml)
             .map_err(Status::invalid_argument)?;
@@ -178,6 +175,45 @@ impl ControlPlaneService for ControlPlane {
             clusters: u32::try_from(n).unwrap_or(u32::MAX),
         }))
     }
+
+    async fn mint_access_token(
+        &self,
+        request: Request<MintAccessTokenRequest>,
+    ) -> Result<Response<MintAccessTokenResponse>, Status> {
+        let r = request.get_ref();
+        if !r.namespace.is_empty() {
+            check_object_name("namespace", &r.namespace)?;
+        }
+        let ask = TokenRequest {
+            sandbox_id: &r.sandbox_id,
+            namespace: &r.namespace,
+            ports: &r.ports,
+            ttl: (r.ttl_seconds > 0).then(|| std::time::Duration::from_secs(r.ttl_seconds)),
+        };
+        let minted = self
+            .gateway
+            .issue_token(&Principal::Admin, None, &ask)
+            .map_err(|e| match e {
+                IssueError::Unavailable(e) => Status::failed_precondition(e.to_string()),
+                IssueError::Refused(d) => {
+                    Status::new(tonic::Code::from(d.code.grpc_code() as i32), d.message)
+                }
+            })?;
+        Ok(Response::new(MintAccessTokenResponse {
+            token: minted.token,
+            expires_at: unix_rfc3339(minted.claims.expires_at),
+            key_id: minted.claims.key_id,
+        }))
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (an out-of-range value, which no minted token has, as "").
+pub fn unix_rfc3339(secs: u64) -> String {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
 use sandgate_proto::ctrlplane::v1::{
-    EvictRouteRequest, GetLastActiveRequest, PushClusterConfigRequest, PushRouteRequest,
+    EvictRouteRequest, GetLastActiveRequest, MintAccessTokenRequest, PushClusterConfigRequest,
+    PushRouteRequest,
 };
 use tonic::Request;
 
@@ -62,6 +63,26 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<String> {
                 .push_cluster_config(authorized(PushClusterConfigRequest { config_yaml }, key)?)
                 .await?;
             format!("{} peer cluster(s)", r.get_ref().clusters)
+        }
+        CtlOp::Token {
+            sandbox_id,
+            namespace,
+            ports,
+            ttl,
+        } => {
+            let request = MintAccessTokenRequest {
+                sandbox_id,
+                namespace,
+                ports,
+                ttl_seconds: ttl.map_or(0, |t| t.as_secs()),
+            };
+            let r = client
+                .mint_access_token(authorized(request, key)?)
+                .await?
+                .into_inner();
+            // The token alone on stdout, so `$(sandgate-resolver ctl token …)` is the token.
+            eprintln!("expires {} (signing key {})", r.expires_at, r.key_id);
+            r.token
         }
     })
 }

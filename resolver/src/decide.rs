@@ -1,7 +1,9 @@
 //! The decision: request facts in, [`Decision`] out. Every entry (the Resolve callout, ext_proc)
 //! calls [`Gateway::decide`]; no entry carries a rule of its own.
 //!
-//! Order: validate facts → too many failed keys from this client? → authenticate → another
+//! Order: validate facts → too many failed keys from this client? → authenticate (the API key,
+//! else an access token: verified, scoped to this sandbox and port, alive with the tenant key
+//! that minted it) → another
 //! cluster's id? forward to its gateway → locate the sandbox's Pod (pushed route, else the
 //! sandbox-id index when the fallback is on) → tenant check → routability → Touch → route.
 //!
@@ -30,6 +32,7 @@ use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeyStore, Principal};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, PodView};
+use crate::tokens::TokenKeys;
 
 /// Behaviour switches of the decision.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,6 +63,8 @@ pub struct Facts<'a> {
     /// The request named its sandbox the E2B way (its headers or Host): a missing sandbox is
     /// 502, which the E2B SDK reads as "gone".
     pub e2b: bool,
+    /// An access token, presented when `api_key` is empty.
+    pub access_token: &'a str,
 }
 
 /// Everything a decision reads, shared by all entries.
@@ -72,6 +77,7 @@ pub struct Gateway {
     pub clusters: Arc<ClusterStore>,
     pub dns: Arc<DnsCache>,
     pub key_failures: Arc<FailureLimiter>,
+    pub tokens: Arc<TokenKeys>,
     pub config: DecideConfig,
 }
 
@@ -127,6 +133,7 @@ impl Gateway {
         [
             generation::epoch(),
             self.keys.generations.get(bucket),
+            self.tokens.generations.get(bucket),
             self.clusters.generations.get(bucket),
             self.routes.generations.get(bucket),
             self.pods.generations.get(bucket),
@@ -171,14 +178,21 @@ impl Gateway {
         let id = validate_sandbox_id(facts.sandbox_id)?;
         let port = check_port(facts.port)?;
         self.key_failures.check(facts.client)?;
-        let principal = self
-            .keys
-            .authenticate(facts.api_key, Timestamp::now())
-            .inspect_err(|deny| {
-                if deny.code == DenyCode::InvalidApiKey {
-                    self.key_failures.failed(facts.client);
-                }
-            })?;
+        let now = Timestamp::now();
+        let principal = if facts.api_key.is_empty()
+            && !facts.access_token.is_empty()
+            && !self.keys.auth_disabled()
+        {
+            self.token_principal(facts.access_token, id, port, now)?
+        } else {
+            self.keys
+                .authenticate(facts.api_key, now)
+                .inspect_err(|deny| {
+                    if deny.code == DenyCode::InvalidApiKey {
+                        self.key_failures.failed(facts.client);
+                    }
+                })?
+        };
         *until = principal.expires_at();
         let id = match self.place(id) {
             Ok(local) => local,
@@ -196,6 +210,53 @@ impl Gateway {
                 .zip(facts.other_credentials)
                 .filter(|(_, c)| self.keys.is_known(c))
                 .fold(0, |mask, (bit, _)| mask | 1 << bit),
+        })
+    }
+
+    /// Who a verified access token speaks for: the tenant of its namespace, for this sandbox
+    /// (as the request names it) and port only, while the tenant key that minted it is held
+    /// and unexpired, and no longer than either lives.
+    fn token_principal(
+        &self,
+        token: &str,
+        id: &str,
+        port: u16,
+        now: Timestamp,
+    ) -> Result<Principal, Deny> {
+        let unix = u64::try_from(now.as_second()).unwrap_or(0);
+        let claims = self.tokens.verify(token, unix)?;
+        if claims.sandbox_id != id || !claims.opens(port) {
+            return Err(Deny::new(
+                DenyCode::AccessTokenOutOfScope,
+                format!("the access token does not open port {port} of sandbox {id}"),
+            ));
+        }
+        let mut expires_at = i64::try_from(claims.expires_at)
+            .ok()
+            .and_then(|s| Timestamp::from_second(s).ok());
+        if let Some(minter) = claims.minted_by {
+            let key = self
+                .keys
+                .tenant_by_prefix(&minter, &claims.namespace)
+                .ok_or_else(|| {
+                    Deny::new(
+                        DenyCode::InvalidAccessToken,
+                        "the API key that minted the access token was revoked",
+                    )
+                })?;
+            if let Some(key_expiry) = key.expires_at {
+                if key_expiry <= now {
+                    return Err(Deny::new(
+                        DenyCode::ExpiredAccessToken,
+                        "the API key that minted the access token has expired",
+                    ));
+                }
+                expires_at = expires_at.map(|t| t.min(key_expiry));
+            }
+        }
+        Ok(Principal::Tenant {
+            namespace: claims.namespace.into(),
+            expires_at,
         })
     }
 
@@ -350,7 +411,7 @@ fn not_found(id: &str) -> Deny {
 fn forbidden(id: &str) -> Deny {
     Deny::new(
         DenyCode::Forbidden,
-        format!("this API key may not reach sandbox {id}"),
+        format!("this credential may not reach sandbox {id}"),
     )
 }
 
@@ -417,6 +478,9 @@ pub(crate) mod tests {
                     Duration::from_secs(1),
                 )),
                 key_failures: Arc::new(FailureLimiter::new(3, Duration::from_secs(60))),
+                tokens: Arc::new(crate::tokens::tests::keys(vec![crate::tokens::tests::key(
+                    "k1", 1,
+                )])),
                 config,
             },
         }
@@ -450,6 +514,7 @@ pub(crate) mod tests {
                 client: Some(IpAddr::from([192, 0, 2, 1])),
                 other_credentials: &[],
                 e2b: false,
+                access_token: "",
             }))
         }
 
@@ -463,6 +528,119 @@ pub(crate) mod tests {
     }
 
     const U: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    fn unix_now() -> u64 {
+        u64::try_from(Timestamp::now().as_second()).unwrap()
+    }
+
+    impl Fixture {
+        /// A token for `id`'s `ports` in `namespace`, minted now (by the tenant key `minter`).
+        fn token(&self, namespace: &str, id: &str, ports: &[u16], minter: Option<&str>) -> String {
+            let minted_by = minter.map(|k| (KeyStore::prefix_of(k), None));
+            let mint = crate::tokens::Mint {
+                namespace,
+                sandbox_id: id,
+                ports: ports.to_vec(),
+                ttl: None,
+                minted_by,
+            };
+            self.gw.tokens.mint(&mint, unix_now()).unwrap().token
+        }
+
+        fn with_token(&self, token: &str, id: &str, port: u32) -> (Decision, Option<Keep>) {
+            futures::executor::block_on(self.gw.decide_keeping(Facts {
+                api_key: "",
+                sandbox_id: id,
+                port,
+                forwarded: false,
+                client: Some(IpAddr::from([192, 0, 2, 1])),
+                other_credentials: &[],
+                e2b: false,
+                access_token: token,
+            }))
+        }
+
+        fn by_token(&self, token: &str, id: &str, port: u32) -> Result<String, DenyCode> {
+            match self.with_token(token, id, port).0 {
+                Decision::Route { destination, .. } => Ok(destination),
+                Decision::Forward(f) => Ok(format!("forward {}", f.destination)),
+                Decision::Deny(d) => Err(d.code),
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_opens_its_sandbox_and_ports_only_in_its_namespace() {
+        let f = fixture(FALLBACK);
+        f.running("p1", "sb", "10.0.0.7");
+        f.running("p2", "sb-other", "10.0.0.8");
+        let t = f.token("acme", "sb", &[8080, 49983], None);
+        assert_eq!(f.by_token(&t, "sb", 8080), Ok("10.0.0.7:8080".into()));
+        assert_eq!(f.by_token(&t, "sb", 49983), Ok("10.0.0.7:49983".into()));
+        assert_eq!(
+            f.by_token(&t, "sb", 80),
+            Err(DenyCode::AccessTokenOutOfScope)
+        );
+        assert_eq!(
+            f.by_token(&t, "sb-other", 8080),
+            Err(DenyCode::AccessTokenOutOfScope)
+        );
+        // A token for every port, but of another tenant than the sandbox's Pod.
+        let globex = f.token("globex", "sb", &[], None);
+        assert_eq!(f.by_token(&globex, "sb", 1), Err(DenyCode::Forbidden));
+        let all = f.token("acme", "sb", &[], None);
+        assert_eq!(f.by_token(&all, "sb", 1), Ok("10.0.0.7:1".into()));
+        // A key wins over a token; no credential at all is a missing one.
+        assert_eq!(
+            f.by_token("sgt1.junk", "sb", 80),
+            Err(DenyCode::InvalidAccessToken)
+        );
+        assert_eq!(f.by_token("", "sb", 80), Err(DenyCode::MissingApiKey));
+        // Bad tokens are no key guesses: the limiter (3 per window here) never hears of them.
+        for _ in 0..5 {
+            f.by_token("sgt1.junk", "sb", 80).unwrap_err();
+        }
+        assert_eq!(f.by_token(&t, "sb", 8080), Ok("10.0.0.7:8080".into()));
+    }
+
+    #[test]
+    fn a_token_dies_with_the_tenant_key_that_minted_it() {
+        let f = fixture(FALLBACK);
+        f.running("p1", "sb", "10.0.0.7");
+        let t = f.token("acme", "sb", &[], Some("acme-key"));
+        assert_eq!(f.by_token(&t, "sb", 80), Ok("10.0.0.7:80".into()));
+        // Another namespace's key of the same prefix cannot keep it alive: the namespace counts.
+        let foreign = f.token("globex", "sb", &[], Some("acme-key"));
+        assert_eq!(
+            f.by_token(&foreign, "sb", 80),
+            Err(DenyCode::InvalidAccessToken)
+        );
+        // The key revoked (the fixture's keys replaced without it).
+        f.gw.keys.set_source(
+            crate::keys::Source::Flags,
+            KeySet {
+                admins: vec![digest("admin")],
+                tenants: vec![],
+            },
+        );
+        assert_eq!(f.by_token(&t, "sb", 80), Err(DenyCode::InvalidAccessToken));
+    }
+
+    #[test]
+    fn a_kept_token_answer_ends_with_the_token_and_its_keys_change_the_generation() {
+        let f = fixture(FALLBACK);
+        f.running("p1", "sb", "10.0.0.7");
+        let t = f.token("acme", "sb", &[], None);
+        let (d, keep) = f.with_token(&t, "sb", 80);
+        assert!(matches!(d, Decision::Route { .. }));
+        let keep = keep.unwrap();
+        let expires = crate::tokens::tests::expiry(&t);
+        assert_eq!(keep.until.map(|u| u.as_second()), Some(expires as i64));
+        let before = f.gw.generation(keep.bucket);
+        f.gw.tokens.set_source(crate::tokens::Source::File, vec![]);
+        assert_ne!(f.gw.generation(keep.bucket), before);
+        assert_eq!(f.by_token(&t, "sb", 80), Err(DenyCode::InvalidAccessToken));
+    }
 
     #[test]
     fn other_clusters_ids_are_forwarded_after_authentication() {
@@ -586,6 +764,7 @@ pub(crate) mod tests {
             client: Some(IpAddr::from([192, 0, 2, 2])),
             other_credentials: &[],
             e2b: false,
+            access_token: "",
         }));
         assert!(matches!(other, Decision::Route { .. }));
     }
@@ -603,6 +782,7 @@ pub(crate) mod tests {
                 client: Some(IpAddr::from([192, 0, 2, 1])),
                 other_credentials: &[other],
                 e2b: false,
+                access_token: "",
             }));
             match d {
                 Decision::Route {

@@ -104,6 +104,7 @@ impl ExtProc {
                 client,
                 other_credentials: &others,
                 e2b: target.e2b,
+                access_token: target.token.map_or("", |(t, _)| t),
             })
             .await;
         let routing = match self.grammar.routing(&target, &decision) {

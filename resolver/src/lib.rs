@@ -27,3 +27,4 @@ pub mod metrics;
 pub mod pods;
 pub mod reload;
 pub mod serve;
+pub mod tokens;

@@ -25,6 +25,7 @@ use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
 use crate::metrics::Metrics;
 use crate::pods::{Phase, PodStore, inventory};
+use crate::tokens::{Source as TokenSource, TokenKeys};
 use crate::{accesslog, callout, clusters, control, extproc, http, pods, reload};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -105,7 +106,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     // One Kubernetes client for everything watched there.
-    let kube = if args.pod_source == PodSource::Kube || args.clusters_configmap.is_some() {
+    let token_keys_secret = args.token_keys_secret()?;
+    let kube = if args.pod_source == PodSource::Kube
+        || args.clusters_configmap.is_some()
+        || token_keys_secret.is_some()
+    {
         Some(kube_client(args.kubeconfig.as_deref()).await?)
     } else {
         None
@@ -200,11 +205,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Access-token signing keys: a file and/or a Secret; readiness waits for the Secret's.
+    let tokens = Arc::new(TokenKeys::new(args.token_lifetimes()));
+    if let Some(path) = &args.token_keys_file {
+        watch_file(&mut tasks, path, args.reload_interval, {
+            let tokens = Arc::clone(&tokens);
+            move |text| {
+                tokens.set_source(TokenSource::File, crate::tokens::file::parse(text)?);
+                Ok(())
+            }
+        })?;
+    }
+    let (token_keys_synced_tx, token_keys_synced) = watch::channel(true);
+    if let Some((namespace, name)) = token_keys_secret {
+        let client = kube
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no Kubernetes client"))?;
+        token_keys_synced_tx.send_replace(false);
+        tasks.spawn(crate::tokens::secret::run(
+            client,
+            namespace,
+            name,
+            Arc::clone(&tokens),
+            Arc::clone(&metrics),
+            token_keys_synced_tx,
+        ));
+    }
+
     let (admins, tenants) = keys.counts();
     tracing::info!(
         admins,
         tenants,
         internal_tokens = internal.count(),
+        token_signing_keys = tokens.count(),
         "keys loaded from flags and files"
     );
 
@@ -227,18 +260,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.key_failure_limit,
             args.key_failure_window,
         )),
+        tokens,
         config: args.decide_config(),
     });
     let ready: http::Readiness = {
         let pods = Arc::clone(&pods);
         let grace = args.sync_loss_grace;
-        Arc::new(move || pods.ready(grace) && *keys_synced.borrow())
+        Arc::new(move || pods.ready(grace) && *keys_synced.borrow() && *token_keys_synced.borrow())
     };
     let http_state = http::HttpState {
-        keys: Arc::clone(&keys),
-        routes: Arc::clone(&routes),
-        activity: Arc::clone(&activity),
-        metrics: Arc::clone(&metrics),
+        gateway: Arc::clone(&gateway),
+        grammar: Arc::new(grammar.clone()),
         ready,
     };
 
@@ -265,7 +297,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(grpc_guard))
         .add_service(callout::server(Arc::clone(&gateway)))
-        .add_service(extproc::server(gateway, grammar))
+        .add_service(extproc::server(Arc::clone(&gateway), grammar))
         .add_service(accesslog::server(
             Arc::clone(&pods),
             Arc::clone(&activity),
@@ -274,7 +306,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming(grpc_listener), stopped());
     servers.spawn(async move { Ok(grpc.await?) });
     // One ControlPlaneService under two names: ours and the Go gateway's (control::Legacy).
-    let control_plane = control::server(routes, activity, clusters, keys, Arc::clone(&metrics));
+    let control_plane = control::server(gateway);
     let control = tonic::transport::Server::builder()
         .add_service(control::Legacy(control_plane.clone()))
         .add_service(control_plane)

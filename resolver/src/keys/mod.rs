@@ -153,6 +153,28 @@ impl KeyStore {
         self.admin_match(&d) || self.merged.load().tenant(&d).is_some()
     }
 
+    /// Whether every request passes as admin (the development switch).
+    pub fn auth_disabled(&self) -> bool {
+        self.auth_disabled
+    }
+
+    /// The tenant key of `namespace` whose digest starts with `prefix`: the key that minted an
+    /// access token, if it is still held (expired or not).
+    pub fn tenant_by_prefix(&self, prefix: &[u8; 8], namespace: &str) -> Option<TenantKey> {
+        self.merged
+            .load()
+            .tenants
+            .get(prefix)?
+            .iter()
+            .find(|t| &*t.namespace == namespace)
+            .cloned()
+    }
+
+    /// The first 8 bytes of a key's digest: what a token it mints carries to name it.
+    pub fn prefix_of(key: &str) -> [u8; 8] {
+        prefix(&digest(key))
+    }
+
     pub fn is_admin(&self, presented: &str) -> bool {
         !presented.is_empty() && self.admin_match(&digest(presented))
     }
@@ -167,7 +189,10 @@ impl KeyStore {
             return Ok(Principal::Admin);
         }
         if presented.is_empty() {
-            return Err(Deny::new(DenyCode::MissingApiKey, "an API key is required"));
+            return Err(Deny::new(
+                DenyCode::MissingApiKey,
+                "an API key or access token is required",
+            ));
         }
         let d = digest(presented);
         if self.admin_match(&d) {
