@@ -34,7 +34,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use envoy_types::pb::google::protobuf::value::Kind;
 use futures::{Stream, StreamExt};
-use sandgate_core::{Deny, RequestGrammar};
+use sandgate_core::{Deny, Redirect, RequestGrammar};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::decide::{Facts, Gateway};
@@ -111,11 +111,30 @@ impl ExtProc {
             Ok(routing) => routing,
             Err(deny) => return refuse(deny),
         };
+        if let Some(redirect) = routing.redirect {
+            return immediate(
+                Redirect::STATUS,
+                vec![
+                    raw_header("location", &redirect.location),
+                    raw_header("set-cookie", &redirect.set_cookie),
+                    raw_header("cache-control", "no-store"),
+                ],
+                Vec::new(),
+                "sandgate_token_redirect".into(),
+            );
+        }
         // ext_proc cannot set filter state: the destination goes in the header the
         // ORIGINAL_DST cluster reads (removed again by its upstream filter), before the rest.
         let mut writes = vec![(DESTINATION_HEADER, routing.destination)];
         writes.extend(routing.path.map(|p| (":path", p)));
         writes.extend(routing.writes.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // The cookie header without the token cookie; with no other cookie it goes (below).
+        writes.extend(
+            routing
+                .cookie
+                .filter(|c| !c.is_empty())
+                .map(|c| ("cookie", c)),
+        );
         // A header that is written is overwritten, not also removed: one write, whatever
         // order Envoy applies removals and sets in. Judged by name (and, for authorization,
         // value) whatever the value's bytes: a gateway header that is not text goes too.
@@ -126,7 +145,8 @@ impl ExtProc {
                     && (self
                         .grammar
                         .is_gateway_header(name.as_bytes(), value, api_key)
-                        || routing.strip.contains(&name.as_str()))
+                        || routing.strip.contains(&name.as_str())
+                        || (name == "cookie" && routing.cookie == Some("")))
             })
             .map(|(name, _)| name.clone())
             .collect();
@@ -199,21 +219,36 @@ fn raw_header(key: &str, value: &str) -> HeaderValueOption {
 
 /// The local reply the wasm filter sends too: status, JSON body, no caching.
 fn refuse(deny: &Deny) -> ProcessingResponse {
+    immediate(
+        deny.status(),
+        vec![
+            raw_header("content-type", "application/json"),
+            raw_header("cache-control", "no-store"),
+        ],
+        deny.json_body().into_bytes(),
+        format!("sandgate_{}", deny.code),
+    )
+}
+
+/// Answers locally with `status`, `headers` and `body`; the request never reaches an upstream.
+fn immediate(
+    status: u16,
+    headers: Vec<HeaderValueOption>,
+    body: Vec<u8>,
+    details: String,
+) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(Reply::ImmediateResponse(ImmediateResponse {
             // envoy.type.v3.StatusCode values are the HTTP codes themselves.
             status: Some(HttpStatus {
-                code: i32::from(deny.status()),
+                code: i32::from(status),
             }),
             headers: Some(HeaderMutation {
-                set_headers: vec![
-                    raw_header("content-type", "application/json"),
-                    raw_header("cache-control", "no-store"),
-                ],
+                set_headers: headers,
                 remove_headers: Vec::new(),
             }),
-            body: deny.json_body().into_bytes(),
-            details: format!("sandgate_{}", deny.code),
+            body,
+            details,
             ..Default::default()
         })),
         ..Default::default()

@@ -74,6 +74,8 @@ pub struct EnvoyOptions {
     pub entry: Entry,
     /// The resolver's Resolve (and access-log) gRPC address.
     pub resolver: SocketAddr,
+    /// The resolver's HTTP address (the token endpoint's route).
+    pub resolver_http: SocketAddr,
     /// Replaces `access_log_flush_interval` (the activity reporting period of long streams).
     pub activity_interval: Duration,
     /// Replaces the filter's callout `timeout_ms`.
@@ -106,6 +108,14 @@ impl Envoy {
                     "address: {}, port_value: {}",
                     opts.resolver.ip(),
                     opts.resolver.port()
+                ),
+            ),
+            (
+                "address: 127.0.0.1, port_value: 9090",
+                format!(
+                    "address: {}, port_value: {}",
+                    opts.resolver_http.ip(),
+                    opts.resolver_http.port()
                 ),
             ),
             (

@@ -138,6 +138,25 @@ pub fn key_secret(
     v
 }
 
+/// A Secret of access-token signing keys (`--token-keys-secret`): each (id, secret) a data
+/// entry.
+pub fn token_keys_secret(namespace: &str, name: &str, keys: &[(&str, &[u8])]) -> Value {
+    let mut s = Secret {
+        data: Some(
+            keys.iter()
+                .map(|(id, secret)| (id.to_string(), ByteString(secret.to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    s.metadata.namespace = Some(namespace.into());
+    s.metadata.name = Some(name.into());
+    let mut v = serde_json::to_value(&s).expect("secret to json");
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
 /// The SHA-256 of a key in lowercase hex, as the agentbox API server stores it.
 pub fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())

@@ -83,6 +83,7 @@ impl Gateway {
         let envoy_options = EnvoyOptions {
             entry,
             resolver: kube.resolver.grpc,
+            resolver_http: kube.resolver.http,
             activity_interval: TEST_ACTIVITY_INTERVAL,
             callout_timeout: TEST_CALLOUT_TIMEOUT,
             fail_closed,

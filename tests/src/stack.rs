@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
 use sandgate_proto::ctrlplane::v1::{
-    EvictRouteRequest, GetLastActiveRequest, PushClusterConfigRequest, PushRouteRequest,
+    EvictRouteRequest, GetLastActiveRequest, MintAccessTokenRequest, PushClusterConfigRequest,
+    PushRouteRequest,
 };
 use tonic::transport::Channel;
 
 use crate::emulator::Emulator;
-use crate::fixtures::{ARMED, key_secret, pod};
+use crate::fixtures::{ARMED, key_secret, pod, token_keys_secret};
 use crate::process::{Outcome, Resolver};
 
 pub const ADMIN_KEY: &str = "test-admin-key";
@@ -17,6 +18,10 @@ pub const ACME_KEY: &str = "acme-key-0123456789";
 pub const GLOBEX_KEY: &str = "globex-key-0123456789";
 /// Where the agentbox API server keeps key Secrets.
 pub const KEYS_NAMESPACE: &str = "agentbox-system";
+/// The Secret of access-token signing keys every test resolver watches (in KEYS_NAMESPACE),
+/// and the one key it starts with.
+pub const TOKEN_KEYS_SECRET: &str = "sandgate-token-keys";
+pub const TOKEN_KEY: (&str, &[u8]) = ("2026-12-01", b"test signing key: thirty-two bytes or more");
 
 pub struct KubeStack {
     pub emu: Emulator,
@@ -42,6 +47,11 @@ impl KubeStack {
             GLOBEX_KEY,
             "globex",
             None,
+        ));
+        emu.apply(token_keys_secret(
+            KEYS_NAMESPACE,
+            TOKEN_KEYS_SECRET,
+            &[TOKEN_KEY],
         ));
         let dir = tempfile::tempdir().expect("tempdir");
         let resolver = resolver_on(&emu, dir.path(), extra_args).await;
@@ -98,6 +108,7 @@ async fn resolver_on(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str])
         "--pod-source=kube".to_string(),
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--admin-key={ADMIN_KEY}"),
+        format!("--token-keys-secret={KEYS_NAMESPACE}/{TOKEN_KEYS_SECRET}"),
     ];
     args.extend(extra_args.iter().map(|s| s.to_string()));
     let resolver = Resolver::start(args).await;
@@ -143,6 +154,24 @@ impl Control {
             .await?
             .into_inner()
             .clusters)
+    }
+
+    /// An access token for `id`'s `ports` (none: all), its namespace the sandbox's own when
+    /// `namespace` is empty.
+    pub async fn mint(
+        &mut self,
+        id: &str,
+        namespace: &str,
+        ports: &[u16],
+        ttl_seconds: u64,
+    ) -> Result<String, tonic::Status> {
+        let r = self.req(MintAccessTokenRequest {
+            sandbox_id: id.into(),
+            namespace: namespace.into(),
+            ports: ports.iter().map(|p| u32::from(*p)).collect(),
+            ttl_seconds,
+        });
+        Ok(self.client.mint_access_token(r).await?.into_inner().token)
     }
 
     pub async fn evict(&mut self, id: &str) -> Result<bool, tonic::Status> {

@@ -57,6 +57,7 @@ async fn start(entry: Entry) -> Stack {
     let envoy = Envoy::start(&EnvoyOptions {
         entry,
         resolver: kube.resolver.grpc,
+        resolver_http: kube.resolver.http,
         activity_interval: TEST_ACTIVITY_INTERVAL,
         callout_timeout: TEST_CALLOUT_TIMEOUT,
         fail_closed: true,

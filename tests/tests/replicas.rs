@@ -15,10 +15,11 @@ use sandgate_tests::stack::{ACME_KEY, ADMIN_KEY, Control, KubeStack, PROPAGATION
 
 const TICK: &str = "--last-active-interval=200ms";
 
-async fn envoy_for(resolver: std::net::SocketAddr) -> Envoy {
+async fn envoy_for(resolver: &Resolver) -> Envoy {
     Envoy::start(&EnvoyOptions {
         entry: Entry::Wasm,
-        resolver,
+        resolver: resolver.grpc,
+        resolver_http: resolver.http,
         activity_interval: Duration::from_secs(1),
         callout_timeout: Duration::from_secs(1),
         fail_closed: true,
@@ -54,10 +55,7 @@ fn annotation(stack: &KubeStack, name: &str) -> Option<String> {
 async fn replicas_share_last_active_through_the_pods() {
     let stack = KubeStack::start(&[TICK]).await;
     let mut replica = stack.start_replica(&[TICK]).await;
-    let (envoy1, envoy2) = (
-        envoy_for(stack.resolver.grpc).await,
-        envoy_for(replica.grpc).await,
-    );
+    let (envoy1, envoy2) = (envoy_for(&stack.resolver).await, envoy_for(&replica).await);
     let mut ports = Vec::new();
     for (name, id, ip) in [("p1", "sb-1", "127.0.0.31"), ("p2", "sb-2", "127.0.0.32")] {
         let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
