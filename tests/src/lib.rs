@@ -2,6 +2,7 @@
 //! runners for the real binaries, and fixtures. Behaviour tests live in `tests/tests/`, one file
 //! per behaviour.
 
+pub mod browser;
 pub mod echo;
 pub mod emulator;
 pub mod envd;
