@@ -2,7 +2,8 @@
 //!
 //! Envoy on 127.0.0.1:8092 with envoy.yaml (the wasm filter) or envoy-extproc.yaml (ext_proc)
 //! as shipped, the resolver reading demo/ (static
-//! inventory, keys, admin key, the internal token Envoy sends it) on its default ports, and two echo sandboxes: demo-a (tenant
+//! inventory, keys, admin key, the internal token Envoy sends it, access-token signing keys)
+//! on its default ports, and two echo sandboxes: demo-a (tenant
 //! acme) on 127.0.0.11:8080 and demo-b (tenant globex) on 127.0.0.12:8080. `run` sends a few
 //! real requests, prints what happened and stops everything; `up` keeps it running until
 //! Ctrl-C. Every child process dies with this one.
@@ -109,6 +110,8 @@ impl Stack {
                 .arg(demo.join("admin-keys"))
                 .arg("--internal-token-file")
                 .arg(demo.join("internal-token"))
+                .arg("--token-keys-file")
+                .arg(demo.join("token-keys"))
                 .arg(sandgate_tests::gateway::E2B_DOMAIN_FLAG),
             &logs.join("resolver.log"),
         )
@@ -256,6 +259,29 @@ async fn tour(entry: Entry) -> anyhow::Result<()> {
     .await?;
     show("denied: a sandbox nobody has", &r);
     expect(r.status == 404, "404 sandbox_not_found")?;
+
+    let r = http::send(
+        envoy,
+        "POST",
+        "/sandgate/v1/sandboxes/demo-a/tokens",
+        &[("x-api-key", "demo-key-acme")],
+    )
+    .await?;
+    show("an access token: POST /sandgate/v1/sandboxes/demo-a/tokens, acme's key", &r);
+    expect(r.status == 201, "201 with a token")?;
+    let token = r.json()["token"].as_str().unwrap_or_default().to_string();
+    let r = http::send(
+        envoy,
+        "GET",
+        &format!("/sandboxes/demo-a/8080/shared?sandgate_token={token}"),
+        &[],
+    )
+    .await?;
+    show("with the token alone, in the query (a shareable link; no key)", &r);
+    expect(
+        r.status == 200 && r.json()["path"] == "/shared",
+        "demo-a answered, the token gone from its path",
+    )?;
 
     println!("\n▶ websocket: ws://{ENVOY}/sandboxes/demo-a/8080/ws, acme's key");
     let mut req = format!("ws://{ENVOY}/sandboxes/demo-a/8080/ws").into_client_request()?;
