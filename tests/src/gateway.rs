@@ -108,6 +108,17 @@ impl Gateway {
     /// Starts an echo server for `sandbox` on `ip` (a loopback address, as its Pod IP), and
     /// publishes a running Pod `namespace/name` for it. Returns the echo's port, the port
     /// clients ask for.
+    /// An access token for `sandbox`'s `ports` (none: every port), minted by the admin over
+    /// ControlPlaneService with the default lifetime.
+    pub async fn mint(&self, sandbox: &str, ports: &[u16]) -> String {
+        self.kube
+            .control()
+            .await
+            .mint(sandbox, "", ports, 0)
+            .await
+            .unwrap_or_else(|e| panic!("minting a token for {sandbox}: {e}"))
+    }
+
     pub async fn sandbox(&mut self, namespace: &str, name: &str, sandbox: &str, ip: &str) -> u16 {
         self.sandbox_as(namespace, name, sandbox, Identity::new(sandbox), ip)
             .await

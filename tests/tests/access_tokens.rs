@@ -46,13 +46,7 @@ fn refusal(r: &Response) -> (u16, String) {
 
 async fn a_token_opens_its_sandbox_from_a_header_the_query_or_the_cookie(entry: Entry) {
     let (gw, port, _) = two_sandboxes(entry).await;
-    let token = gw
-        .kube
-        .control()
-        .await
-        .mint("sb-a", "", &[port], 0)
-        .await
-        .expect("mint");
+    let token = gw.mint("sb-a", &[port]).await;
     let at = format!("/sandboxes/sb-a/{port}");
 
     // Header: passed on as it came, the sandbox's own credential.
@@ -101,13 +95,7 @@ async fn a_token_opens_its_sandbox_from_a_header_the_query_or_the_cookie(entry: 
 
 async fn a_navigation_with_the_query_token_is_redirected_into_a_scoped_cookie(entry: Entry) {
     let (gw, port, _) = two_sandboxes(entry).await;
-    let token = gw
-        .kube
-        .control()
-        .await
-        .mint("sb-a", "", &[], 0)
-        .await
-        .expect("mint");
+    let token = gw.mint("sb-a", &[]).await;
     let nav = [
         ("sec-fetch-mode", "navigate"),
         ("sec-fetch-dest", "document"),
@@ -313,13 +301,7 @@ async fn tenants_mint_their_own_tokens_which_die_with_their_key(entry: Entry) {
 
 async fn a_websocket_rides_the_cookie_only_from_an_allowed_origin(entry: Entry) {
     let (gw, port, _) = two_sandboxes(entry).await;
-    let token = gw
-        .kube
-        .control()
-        .await
-        .mint("sb-a", "", &[port], 0)
-        .await
-        .unwrap();
+    let token = gw.mint("sb-a", &[port]).await;
     let url = format!("ws://{}/sandboxes/sb-a/{port}/ws", gw.envoy.addr);
     let upgrade = |origin: Option<String>, cookie: bool, query: bool| {
         let url = if query {

@@ -44,13 +44,7 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
     let mut gw = Gateway::start(entry).await;
     let a = gw.sandbox("acme", "pod-a", "demo-a", "127.0.0.11").await;
     let b = gw.sandbox("globex", "pod-b", "demo-b", "127.0.0.12").await;
-    let token = gw
-        .kube
-        .control()
-        .await
-        .mint("demo-a", "", &[a], 0)
-        .await
-        .expect("mint");
+    let token = gw.mint("demo-a", &[a]).await;
     let gateway = format!("http://{}", gw.envoy.addr);
     let ws_gateway = format!("ws://{}", gw.envoy.addr);
     let browser = Browser::start().await.expect("start the browser");
@@ -72,7 +66,11 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
         "{ws_gateway}/sandboxes/demo-a/{a}/ws?sandgate_token={token}"
     ))
     .await;
-    assert_eq!(got, json!({"ok": "ping"}), "query-token WebSocket from {test_origin}");
+    assert_eq!(
+        got,
+        json!({"ok": "ping"}),
+        "query-token WebSocket from {test_origin}"
+    );
 
     // A navigation with the query token: redirected without it, into the cookie.
     let page = format!("{gateway}/sandboxes/demo-a/{a}/app/index.html");
@@ -80,7 +78,10 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
         .goto(&format!("{page}?lang=en&sandgate_token={token}"))
         .await
         .unwrap();
-    assert_eq!(browser.current_url().await.unwrap(), format!("{page}?lang=en"));
+    assert_eq!(
+        browser.current_url().await.unwrap(),
+        format!("{page}?lang=en")
+    );
     let shown: Value = serde_json::from_str(
         &browser
             .execute("return document.body.innerText", vec![])
@@ -107,18 +108,29 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
     assert_eq!(cookie["httpOnly"], true);
     assert_eq!(cookie["sameSite"], "Lax");
     let script_sees = browser.execute("return document.cookie", vec![]).await;
-    assert_eq!(script_sees.unwrap(), json!(""), "HttpOnly: no script reads it");
+    assert_eq!(
+        script_sees.unwrap(),
+        json!(""),
+        "HttpOnly: no script reads it"
+    );
 
     // The page's own sub-requests, with the cookie alone.
     let sub = browser
-        .execute_async(FETCH, vec![json!(format!("/sandboxes/demo-a/{a}/data.json"))])
+        .execute_async(
+            FETCH,
+            vec![json!(format!("/sandboxes/demo-a/{a}/data.json"))],
+        )
         .await
         .unwrap();
     assert_eq!(sub["status"], 200, "{sub}");
     let seen: Value = serde_json::from_str(sub["body"].as_str().unwrap()).unwrap();
     assert_eq!(seen["path"], "/data.json");
     let got = round_trip(format!("{ws_gateway}/sandboxes/demo-a/{a}/ws")).await;
-    assert_eq!(got, json!({"ok": "ping"}), "cookie WebSocket from the gateway's origin");
+    assert_eq!(
+        got,
+        json!({"ok": "ping"}),
+        "cookie WebSocket from the gateway's origin"
+    );
 
     // A token for demo-a opens nothing on demo-b: the cookie is not sent there (its path),
     // and the query token is refused, with no cookie set.
@@ -145,7 +157,10 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
     // WebSocket, and the gateway refuses it for the Origin (the raw test shows the 403).
     browser.goto(&foreign_origin).await.unwrap();
     let got = round_trip(format!("{ws_gateway}/sandboxes/demo-a/{a}/ws")).await;
-    assert!(got.get("error").is_some(), "foreign origin rode the cookie: {got}");
+    assert!(
+        got.get("error").is_some(),
+        "foreign origin rode the cookie: {got}"
+    );
     // The same page may still use a token it was given in the query.
     let got = round_trip(format!(
         "{ws_gateway}/sandboxes/demo-a/{a}/ws?sandgate_token={token}"
