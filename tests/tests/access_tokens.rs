@@ -348,6 +348,81 @@ async fn a_websocket_rides_the_cookie_only_from_an_allowed_origin(entry: Entry) 
     assert_eq!(resp.status(), 101);
 }
 
+/// The filter's cache keeps a token's answer no longer than the token lives, and drops it
+/// when the tenant key that minted it goes, however long its TTL.
+#[tokio::test]
+async fn a_kept_token_answer_ends_with_the_token_and_with_its_key() {
+    let mut gw = Gateway::start_cached(Duration::from_secs(300)).await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let path = format!("/sandboxes/sb-a/{port}/");
+    let mut control = gw.kube.control().await;
+    let short = control.mint("sb-a", "", &[port], 2).await.unwrap();
+    let expiry = token::parse(&short).unwrap().claims.expires_at;
+    for _ in 0..3 {
+        let r = get(&gw, &path, &[("x-access-token", &short)]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    while unix() < expiry {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = get(&gw, &path, &[("x-access-token", &short)]).await;
+    assert_eq!(refusal(&r), (401, "expired_access_token".into()));
+
+    // A tenant's token, kept, then its key revoked.
+    let r = http::send(
+        gw.envoy.addr,
+        "POST",
+        "/sandgate/v1/sandboxes/sb-a/tokens",
+        &[("x-api-key", ACME_KEY)],
+    )
+    .await
+    .unwrap();
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        assert_eq!(
+            get(&gw, &path, &[("x-access-token", &token)]).await.status,
+            200
+        );
+    }
+    gw.kube.emu.delete(
+        sandgate_tests::emulator::Kind::Secret,
+        KEYS_NAMESPACE,
+        "key-acme",
+    );
+    let refused = eventually(PROPAGATION, || {
+        let (gw, path, token) = (&gw, path.clone(), token.clone());
+        async move { get(gw, &path, &[("x-access-token", &token)]).await.status == 401 }
+    })
+    .await;
+    assert!(refused, "the cache kept a revoked key's token answer");
+}
+
+/// Every replica verifies every replica's tokens: they share the signing-key Secret.
+#[tokio::test]
+async fn a_token_minted_by_one_replica_opens_the_sandbox_through_another() {
+    let mut gw = Gateway::start(Entry::Wasm).await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
+    let replica = gw.kube.start_replica(&[]).await;
+    let mut other = sandgate_tests::stack::Control {
+        client: replica.control_client().await,
+        key: Some(sandgate_tests::stack::ADMIN_KEY.into()),
+    };
+    let token = other.mint("sb-a", "", &[port], 0).await.unwrap();
+    let r = get(
+        &gw,
+        &format!("/sandboxes/sb-a/{port}/"),
+        &[("x-access-token", &token)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 both_entries!(
     a_token_opens_its_sandbox_from_a_header_the_query_or_the_cookie,
     a_navigation_with_the_query_token_is_redirected_into_a_scoped_cookie,
