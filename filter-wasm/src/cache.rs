@@ -182,6 +182,8 @@ struct Copy {
     /// The entry's validity (its key and reply bytes dropped).
     entry: Entry,
     decision: Decision,
+    /// From then on, the first request to see the copy renews it.
+    renew_from_ns: u64,
     /// One request is already renewing this answer.
     renewing: bool,
 }
@@ -200,8 +202,8 @@ pub enum Kept {
 }
 
 impl Local {
-    /// `renew_ns` before its expiry, the first request to see a copy renews it.
-    pub fn answer(&mut self, key: Key, view: &View, now_ns: u64, renew_ns: u64) -> Kept {
+    /// Near its expiry (see [`Local::keep`]), the first request to see a copy renews it.
+    pub fn answer(&mut self, key: Key, view: &View, now_ns: u64) -> Kept {
         let Some(copy) = self.copies.get_mut(&key) else {
             return Kept::Miss;
         };
@@ -209,15 +211,26 @@ impl Local {
         if !fresh(e.bucket, e.generation, e.expires_ns, view, now_ns) {
             return Kept::Miss;
         }
-        if !copy.renewing && now_ns.saturating_add(renew_ns) >= e.expires_ns {
+        if !copy.renewing && now_ns >= copy.renew_from_ns {
             copy.renewing = true;
             return Kept::Renew;
         }
         Kept::Hit(copy.decision.clone())
     }
 
-    /// Keeps `decision` (decoded from `entry`) for `key`. The copy drops the reply bytes.
-    pub fn keep(&mut self, key: Key, entry: &Entry, decision: Decision, max: usize) {
+    /// Keeps `decision` (decoded from `entry`) for `key` at `now_ns`. The copy drops the reply
+    /// bytes. It is renewed `renew_ns` before its end, or in the last fifth of what is left of
+    /// it when that is shorter: an answer its own bound cuts short (a token about to expire)
+    /// is still answered from here most of its life.
+    pub fn keep(
+        &mut self,
+        key: Key,
+        entry: &Entry,
+        decision: Decision,
+        max: usize,
+        now_ns: u64,
+        renew_ns: u64,
+    ) {
         if self.copies.len() >= max && !self.copies.contains_key(&key) {
             self.copies.clear();
         }
@@ -228,6 +241,9 @@ impl Local {
                 ..entry.clone()
             },
             decision,
+            renew_from_ns: entry
+                .expires_ns
+                .saturating_sub(renew_ns.min(entry.expires_ns.saturating_sub(now_ns) / 5)),
             renewing: false,
         };
         self.copies.insert(key, copy);
@@ -480,11 +496,11 @@ mod tests {
             strip_credentials: 0,
         };
         let mut local = Local::default();
-        local.keep(key, &e, route.clone(), 8);
+        local.keep(key, &e, route.clone(), 8, 1_000, 0);
         // (shared, local) answers; both follow one rule.
         let mut both = |key, v: &View, now| {
             let shared = Entry::read(&bytes, key, v, now).map(|e| e.reply);
-            (shared, local.answer(key, v, now, 0))
+            (shared, local.answer(key, v, now))
         };
         let hit = (Some(b"reply".to_vec()), Kept::Hit(route));
         assert_eq!(both(key, &v, 2_000), hit);
@@ -512,31 +528,32 @@ mod tests {
             strip_credentials: 0,
         };
         let mut local = Local::default();
-        local.keep(key, &e, route.clone(), 8);
         let renew = 100;
+        local.keep(key, &e, route.clone(), 8, 0, renew);
         let end = e.expires_ns;
-        assert_eq!(
-            local.answer(key, &v, end - 101, renew),
-            Kept::Hit(route.clone())
-        );
-        assert_eq!(local.answer(key, &v, end - 100, renew), Kept::Renew);
-        assert_eq!(
-            local.answer(key, &v, end - 99, renew),
-            Kept::Hit(route.clone())
-        );
-        assert_eq!(
-            local.answer(key, &v, end, renew),
-            Kept::Miss,
-            "never past its end"
-        );
+        assert_eq!(local.answer(key, &v, end - 101), Kept::Hit(route.clone()));
+        assert_eq!(local.answer(key, &v, end - 100), Kept::Renew);
+        assert_eq!(local.answer(key, &v, end - 99), Kept::Hit(route.clone()));
+        assert_eq!(local.answer(key, &v, end), Kept::Miss, "never past its end");
         // The renewed answer replaces the copy, which may be renewed again near its own end.
         let later = Entry::new(key, &cacheable(0, 3), false, b"r", &config, &v, end).unwrap();
-        local.keep(key, &later, route.clone(), 8);
-        assert_eq!(local.answer(key, &v, end, renew), Kept::Hit(route));
-        assert_eq!(
-            local.answer(key, &v, later.expires_ns - 1, renew),
-            Kept::Renew
-        );
+        local.keep(key, &later, route.clone(), 8, end, renew);
+        assert_eq!(local.answer(key, &v, end), Kept::Hit(route.clone()));
+        assert_eq!(local.answer(key, &v, later.expires_ns - 1), Kept::Renew);
+        // An answer its own bound cuts short (1 s left, a 60 s renew window): renewed in the
+        // last fifth of that second, not from the start.
+        let short = Cacheable {
+            max_age_ms: 1_000,
+            ..cacheable(0, 3)
+        };
+        let config = CacheConfig {
+            ttl_ms: 300_000,
+            ..CacheConfig::default()
+        };
+        let e = Entry::new(key, &short, false, b"r", &config, &v, 0).unwrap();
+        local.keep(key, &e, route.clone(), 8, 0, config.renew_ns());
+        assert_eq!(local.answer(key, &v, 799_999_999), Kept::Hit(route));
+        assert_eq!(local.answer(key, &v, 800_000_000), Kept::Renew);
     }
 
     #[test]
@@ -551,7 +568,7 @@ mod tests {
         for i in 0..10 {
             let key = Key::of(&target("k", &format!("sb-{i}"), 80));
             let e = Entry::new(key, &cacheable(0, 3), true, b"r", &config, &v, 0).unwrap();
-            local.keep(key, &e, deny.clone(), 4);
+            local.keep(key, &e, deny.clone(), 4, 0, 0);
             assert!(local.copies.len() <= 4);
             assert!(
                 local

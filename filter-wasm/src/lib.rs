@@ -327,7 +327,7 @@ impl Request {
                 }
             }
             let Shared { local, view, .. } = &mut *shared;
-            local.answer(key, view, now, self.config.cache.renew_ns())
+            local.answer(key, view, now)
         };
         let decision = match copy {
             Kept::Hit(decision) => decision,
@@ -338,7 +338,10 @@ impl Request {
                 let entry = Entry::read(&slot?, key, &shared.view, now)?;
                 let decision = wire::decision(0, Some(&entry.reply));
                 let max = self.config.cache.slots as usize;
-                shared.local.keep(key, &entry, decision.clone(), max);
+                let renew = self.config.cache.renew_ns();
+                shared
+                    .local
+                    .keep(key, &entry, decision.clone(), max, now, renew);
                 decision
             }
         };
@@ -369,9 +372,14 @@ impl Request {
         if let Err(e) = host::set_shared_data(&slot, &entry.encode_to_vec()) {
             log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
         }
-        shared
-            .local
-            .keep(key, &entry, decision.clone(), cache.slots as usize);
+        shared.local.keep(
+            key,
+            &entry,
+            decision.clone(),
+            cache.slots as usize,
+            now,
+            cache.renew_ns(),
+        );
     }
 
     /// Applies a decision to the request `target` came from, as the shared grammar's

@@ -267,7 +267,10 @@ async fn tour(entry: Entry) -> anyhow::Result<()> {
         &[("x-api-key", "demo-key-acme")],
     )
     .await?;
-    show("an access token: POST /sandgate/v1/sandboxes/demo-a/tokens, acme's key", &r);
+    show(
+        "an access token: POST /sandgate/v1/sandboxes/demo-a/tokens, acme's key",
+        &r,
+    );
     expect(r.status == 201, "201 with a token")?;
     let token = r.json()["token"].as_str().unwrap_or_default().to_string();
     let r = http::send(
@@ -277,7 +280,10 @@ async fn tour(entry: Entry) -> anyhow::Result<()> {
         &[],
     )
     .await?;
-    show("with the token alone, in the query (a shareable link; no key)", &r);
+    show(
+        "with the token alone, in the query (a shareable link; no key)",
+        &r,
+    );
     expect(
         r.status == 200 && r.json()["path"] == "/shared",
         "demo-a answered, the token gone from its path",
