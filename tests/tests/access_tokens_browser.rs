@@ -82,16 +82,12 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
         browser.current_url().await.unwrap(),
         format!("{page}?lang=en")
     );
-    let shown: Value = serde_json::from_str(
-        &browser
-            .execute("return document.body.innerText", vec![])
-            .await
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    )
-    .expect("the echo's JSON on the page");
+    let text = browser
+        .execute("return document.body.innerText", vec![])
+        .await
+        .unwrap();
+    let shown: Value = serde_json::from_str(text.as_str().unwrap_or_default())
+        .expect("the echo's JSON on the page");
     assert_eq!(shown["sandbox"], "demo-a");
     assert_eq!(shown["path"], "/app/index.html?lang=en");
     assert!(
