@@ -16,8 +16,20 @@ configuration is one JSON object, as the first argument or in $SANDGATE_E2B_DRIV
      "content": "...",                  # optional, what is written
      "timeout": 10}                     # optional, the SDK's request_timeout in seconds
 
-How the SDK is set up, without E2B's control API (no `Sandbox.create`/`Sandbox.connect`, which
-ask api.<domain> for the sandbox's envd version and tokens): the Sandbox object is built the way
+or, in connect mode (no gateway key anywhere, see below):
+
+    {"gateway": "127.0.0.1:8092",
+     "mode": "connect",
+     "api_url": "http://127.0.0.1:3000", # the platform's E2B API (tests/src/e2b_api.rs)
+     "api_key": "e2b_...",              # the platform's API key, for that API only
+     "sandbox": "sb-live",              # a running sandbox the API hands a token for
+     "denied": "sb-other",              # optional, one it hands another sandbox's token for
+     "command": "echo hello",           # optional, what commands.run runs
+     "envd_port", "domain", "file", "content", "timeout" as above}
+
+How the SDK is set up in path and header modes, without E2B's control API (no
+`Sandbox.create`/`Sandbox.connect`, which ask api.<domain> for the sandbox's envd version and
+tokens; connect mode below does ask one): the Sandbox object is built the way
 the SDK's own `Sandbox._cls_connect_sandbox` builds it after that API call — a `ConnectionConfig`
 whose `extra_sandbox_headers` hold `E2b-Sandbox-Id` and `E2b-Sandbox-Port` (what the SDK sends on
 every envd request), then `Sandbox(sandbox_id=…, sandbox_domain=…, envd_version=…,
@@ -36,6 +48,14 @@ Modes:
   E2b-Sandbox-Id/Port headers, as it does behind the Go platform.
 * header: E2B's own addressing, `sandbox_url` pointed at the gateway (`http://{gateway}`): every
   request goes to the gateway with E2b-Sandbox-Id/Port naming the sandbox.
+* connect: how a platform with an E2B-compatible API hands the SDK a credential. The SDK calls
+  `Sandbox.connect(sandbox_id, api_url=…, api_key=…, sandbox_url=http://{gateway},
+  debug=False)`, all passed as arguments (the test strips E2B_* variables, and debug mode would
+  skip the API call). The API answers with an `envdAccessToken` — a sandgate access token —
+  which the SDK itself puts in `X-Access-Token` beside E2b-Sandbox-Id/Port on every envd
+  request; there is no gateway key, and the API key goes to the API only. Then is_running, the
+  file round-trip and one `commands.run`. With "denied", a second sandbox is connected the same
+  way, for which the API hands out a token of another sandbox: every step there must fail.
 
 Each step's outcome is recorded as {"ok": value} or {"error": <exception class>, "message"}, so
 one failing step does not hide the others. Exit status 0 whenever the JSON was printed.
@@ -68,6 +88,81 @@ def outcome(step):
         }
 
 
+def connected(cfg, sandbox_id):
+    """Connects to `sandbox_id` through the platform's API, then runs every step on it; a step
+    after a failed connect is recorded as skipped."""
+    gateway = cfg["gateway"]
+    timeout = float(cfg.get("timeout", 10))
+    path = cfg.get("file", "/home/user/sandgate-e2b.txt")
+    content = cfg.get("content", "written by the e2b sdk through sandgate\n")
+    command = cfg.get("command", "echo hello")
+    holder = {}
+
+    def connect():
+        sbx = Sandbox.connect(
+            sandbox_id,
+            api_key=cfg["api_key"],
+            api_url=cfg["api_url"],
+            domain=cfg.get("domain", "sandgate.test"),
+            sandbox_url=f"http://{gateway}",
+            debug=False,
+            request_timeout=timeout,
+        )
+        holder["sandbox"] = sbx
+        return {
+            "sandbox_id": sbx.sandbox_id,
+            "envd_url": sbx.envd_api_url,
+            "envd_version": str(sbx._envd_version),
+            # What the SDK sends on every envd request besides its User-Agent: the sandbox
+            # headers and the envd access token it was handed.
+            "sandbox_headers": {
+                k: v for k, v in sbx.connection_config.sandbox_headers.items() if k != "User-Agent"
+            },
+            "traffic_access_token": sbx.traffic_access_token,
+        }
+
+    def on_sandbox(step):
+        def run():
+            if "sandbox" not in holder:
+                raise RuntimeError("skipped: connect failed")
+            return step(holder["sandbox"])
+
+        return run
+
+    def write(sbx):
+        info = sbx.files.write(path, content)
+        return {"name": info.name, "path": info.path, "type": getattr(info.type, "value", None)}
+
+    def run(sbx):
+        result = sbx.commands.run(command, timeout=timeout)
+        return {
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "exit_code": result.exit_code,
+            "error": result.error,
+        }
+
+    # In order: each step depends on the connect only, so one failure hides no other.
+    return {
+        "connect": outcome(connect),
+        "is_running": outcome(on_sandbox(lambda sbx: sbx.is_running())),
+        "write": outcome(on_sandbox(write)),
+        "read": outcome(on_sandbox(lambda sbx: sbx.files.read(path))),
+        "command": outcome(on_sandbox(run)),
+    }
+
+
+def main_connect(cfg):
+    results = {
+        "mode": "connect",
+        "e2b": importlib.metadata.version("e2b"),
+        "live": connected(cfg, cfg["sandbox"]),
+    }
+    if cfg.get("denied"):
+        results["denied"] = connected(cfg, cfg["denied"])
+    print(json.dumps(results))
+
+
 def main():
     raw = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("SANDGATE_E2B_DRIVE")
     if not raw:
@@ -87,6 +182,8 @@ def main():
         # E2b-Sandbox-Port alike; only a stand-in on another port needs this.
         ConnectionConfig.envd_port = envd_port
 
+    if mode == "connect":
+        return main_connect(cfg)
     if mode == "path":
 
         def get_host(self, sandbox_id, sandbox_domain, port):
@@ -97,7 +194,7 @@ def main():
     elif mode == "header":
         url_options = {"sandbox_url": f"http://{gateway}"}
     else:
-        sys.exit(f"unknown mode {mode!r}: path or header")
+        sys.exit(f"unknown mode {mode!r}: path, header or connect")
 
     def sandbox(sandbox_id):
         config = ConnectionConfig(

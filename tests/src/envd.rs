@@ -1,11 +1,12 @@
 //! A stand-in for envd, the agent inside an E2B sandbox: just the HTTP API the E2B Python SDK
-//! (PyPI `e2b`) uses for `Sandbox.is_running()`, `files.write()` and `files.read()`, so the real
-//! SDK can be driven through the gateway (tests/tests/e2b_sdk.rs). Files live in memory, and
-//! every request's method, path and headers are recorded, so a test can prove what reached the
-//! sandbox (no gateway key, ever).
+//! (PyPI `e2b`) uses for `Sandbox.is_running()`, `files.write()` and `files.read()`, and the one
+//! RPC behind `commands.run("echo …")`, so the real SDK can be driven through the gateway
+//! (tests/tests/e2b_sdk.rs). Files live in memory, and every request's method, path and headers
+//! are recorded, so a test can prove what reached the sandbox (no gateway key, ever; the access
+//! token it was handed).
 //!
 //! The contract, as the SDK (e2b 2.63, `e2b/envd/api.py`, `e2b/sandbox_sync/main.py`,
-//! `e2b/sandbox_sync/filesystem/filesystem.py`) relies on it:
+//! `e2b/sandbox_sync/filesystem/filesystem.py`, `e2b/sandbox_sync/commands/`) relies on it:
 //!
 //! * `GET /health` → 204. The SDK counts any 2xx as running; a 502 (from the proxy in front of
 //!   envd) as gone; anything else raises.
@@ -16,6 +17,16 @@
 //!   `gzip=True` (`Content-Encoding: gzip`) is refused with 400: nothing here needs it.
 //! * `GET /files?path=<p>[&username=<u>]` → 200 with the bytes, 404
 //!   `{"code": 404, "message"}` when there is no such file (the SDK: `FileNotFoundException`).
+//!
+//! * `POST /process.Process/Start`, Connect RPC (server streaming) with the SDK's JSON codec
+//!   (`e2b/envd/client_shared.py`): `Content-Type: application/connect+json`, the request one
+//!   enveloped `StartRequest` (a 5-byte frame header — flags byte, big-endian length — then the
+//!   JSON). This is `commands.run(cmd)`: the SDK asks for `/bin/bash -l -c <cmd>`. The stand-in
+//!   runs nothing; it answers `echo <words>` as bash would (a start event with a pid, the words
+//!   and a newline as one stdout data event, an end event with exit code 0), anything else with
+//!   exit code 127 and a stderr line saying so, then the end-of-stream frame (flags `0x02`,
+//!   `{}`). Protocol errors go in the end-of-stream frame too (`{"error": {"code",
+//!   "message"}}`), as Connect streaming does.
 //!
 //! Relative paths are taken relative to `/home/user`, as envd does for the default user.
 //! Anything else is 404 `{"code", "message"}` (and recorded like the rest).
@@ -59,6 +70,8 @@ pub struct Seen {
 struct Inner {
     files: Mutex<BTreeMap<String, Vec<u8>>>,
     seen: Mutex<Vec<Seen>>,
+    /// The scripts `Process.Start` was asked to run (`bash -l -c <script>`), in order.
+    commands: Mutex<Vec<String>>,
 }
 
 /// The stand-in's state: its files and what it has seen. Cheap to clone (shared).
@@ -86,6 +99,11 @@ impl Envd {
         self.0.files.lock().get(path).cloned()
     }
 
+    /// The commands the SDK started (`commands.run(cmd)`'s `cmd`), in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.0.commands.lock().clone()
+    }
+
     /// Every (request, header name) whose header name or value contains `needle`, ignoring
     /// ASCII case: empty when `needle` never reached the stand-in in any header.
     pub fn headers_containing(&self, needle: &str) -> Vec<(String, String)> {
@@ -105,7 +123,8 @@ impl Envd {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// E2B's error body, which envd and the platform's API both answer with.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"code": status.as_u16(), "message": message.into()});
     (
         status,
@@ -176,6 +195,14 @@ async fn handle(State(envd): State<Envd>, req: Request) -> Response {
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
             };
             upload(&envd, &query, &headers, body)
+        }
+        (Method::POST, PROCESS_START) => {
+            let headers = req.headers().clone();
+            let body = match axum::body::to_bytes(req.into_body(), BODY_LIMIT).await {
+                Ok(b) => b,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+            };
+            process_start(&envd, &headers, &body)
         }
         (_, path) => error(StatusCode::NOT_FOUND, format!("no envd route {path}")),
     }
@@ -260,6 +287,172 @@ fn upload(
         serde_json::Value::Array(infos).to_string(),
     )
         .into_response()
+}
+
+/// envd's `process.Process/Start`, the server-streaming RPC behind `commands.run`.
+const PROCESS_START: &str = "/process.Process/Start";
+/// What the SDK's codec (protobuf JSON) is called in a Connect streaming content type.
+const CONNECT_JSON_STREAM: &str = "application/connect+json";
+/// A Connect envelope's flag for the end-of-stream message; `0x01` is compression, which the
+/// SDK never uses for envd (`ENVD_RPC_COMPRESSION`).
+const END_STREAM: u8 = 0x02;
+/// The pid of the first command; each later one gets the next.
+const FIRST_PID: u32 = 1000;
+
+/// One Connect envelope: the flags byte, the length big-endian, the message.
+fn envelope(flags: u8, message: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(message.len()).expect("a message below 4 GiB");
+    let mut out = Vec::with_capacity(5 + message.len());
+    out.push(flags);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The messages of a Connect streaming request body, refusing compressed or truncated ones.
+fn messages(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let mut rest = body;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let Some((head, after)) = rest.split_first_chunk::<5>() else {
+            return Err("a truncated envelope header".into());
+        };
+        if head[0] != 0 {
+            return Err(format!(
+                "envelope flags {:#04x}: no compression here",
+                head[0]
+            ));
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if after.len() < len {
+            return Err("a truncated envelope".into());
+        }
+        let (message, later) = after.split_at(len);
+        out.push(message);
+        rest = later;
+    }
+    Ok(out)
+}
+
+/// A Connect streaming answer: `events` (each a `StartResponse` as JSON), then the end of the
+/// stream, carrying `error` (a Connect code and message) when the call failed. Always HTTP
+/// 200, as Connect streaming answers once the call was routed.
+fn connect_stream(events: &[serde_json::Value], error: Option<(&str, &str)>) -> Response {
+    let mut body = Vec::new();
+    for event in events {
+        body.extend(envelope(0, event.to_string().as_bytes()));
+    }
+    let end = match error {
+        Some((code, message)) => json!({"error": {"code": code, "message": message}}),
+        None => json!({}),
+    };
+    body.extend(envelope(END_STREAM, end.to_string().as_bytes()));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONNECT_JSON_STREAM)],
+        body,
+    )
+        .into_response()
+}
+
+/// `commands.run(cmd)`: the SDK starts `/bin/bash -l -c <cmd>`; the stand-in answers what
+/// bash would for `echo` of plain words and runs nothing.
+fn process_start(envd: &Envd, headers: &HeaderMap, body: &[u8]) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.eq_ignore_ascii_case(CONNECT_JSON_STREAM) {
+        // Connect answers a content type it does not speak with 415 before any stream.
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the envd stand-in speaks {CONNECT_JSON_STREAM} only, not {content_type:?}"),
+        );
+    }
+    let request = match messages(body) {
+        Ok(m) if m.len() == 1 => serde_json::from_slice::<serde_json::Value>(m[0])
+            .map_err(|e| format!("StartRequest is no JSON: {e}")),
+        Ok(m) => Err(format!("{} messages; Start takes one", m.len())),
+        Err(e) => Err(e),
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return connect_stream(&[], Some(("invalid_argument", &e))),
+    };
+    let process = &request["process"];
+    let args: Vec<&str> = process["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let script = match (process["cmd"].as_str(), args.as_slice()) {
+        (Some("/bin/bash"), ["-l", "-c", script]) => script.to_string(),
+        _ => {
+            let message =
+                format!("the envd stand-in starts `/bin/bash -l -c <cmd>` only: {process}");
+            return connect_stream(&[], Some(("invalid_argument", &message)));
+        }
+    };
+    let pid = {
+        let mut commands = envd.0.commands.lock();
+        commands.push(script.clone());
+        FIRST_PID + commands.len() as u32 - 1
+    };
+    let (stream, output, exit_code) = match echo(&script) {
+        Some(line) => ("stdout", line, 0),
+        None => (
+            "stderr",
+            format!("envd stand-in: runs `echo <plain words>` only, not {script:?}\n"),
+            127,
+        ),
+    };
+    let events = [
+        json!({"event": {"start": {"pid": pid}}}),
+        json!({"event": {"data": {stream: base64(output.as_bytes())}}}),
+        json!({"event": {"end": {
+            "exitCode": exit_code,
+            "exited": true,
+            "status": format!("exit status {exit_code}"),
+        }}}),
+    ];
+    connect_stream(&events, None)
+}
+
+/// What bash prints for `echo` followed by plain words (no quotes, no expansions, no
+/// options); `None` for any other script.
+fn echo(script: &str) -> Option<String> {
+    let mut words = script.split_ascii_whitespace();
+    if words.next() != Some("echo") {
+        return None;
+    }
+    let words: Vec<&str> = words.collect();
+    let plain = |w: &&str| {
+        !w.starts_with('-')
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._,:/+=@%".contains(&b))
+    };
+    words.iter().all(plain).then(|| words.join(" ") + "\n")
+}
+
+/// Standard base64 with padding: how protobuf JSON spells `bytes` (the data events' output).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from_be_bytes([0, b[0], b[1], b[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// One part of a `multipart/form-data` body.
@@ -439,6 +632,48 @@ mod tests {
             Some("b36c")
         );
         assert!(multipart(b"--x\r\nno blank line", "x").is_err());
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_refuse_what_the_sdk_never_sends() {
+        let mut body = envelope(0, b"{\"a\":1}");
+        body.extend(envelope(0, b""));
+        assert_eq!(messages(&body).unwrap(), vec![&b"{\"a\":1}"[..], &b""[..]]);
+        assert!(messages(&envelope(1, b"x")).is_err(), "compressed");
+        assert!(
+            messages(&body[..body.len() - 1]).is_err(),
+            "truncated header"
+        );
+        assert!(
+            messages(&envelope(0, b"xyz")[..6]).is_err(),
+            "truncated message"
+        );
+    }
+
+    #[test]
+    fn echoes_plain_words_only() {
+        assert_eq!(
+            echo("echo hello  sandgate").as_deref(),
+            Some("hello sandgate\n")
+        );
+        assert_eq!(echo("echo").as_deref(), Some("\n"));
+        for script in ["ls", "echo $HOME", "echo 'a'", "echo -n a", "echo a; rm x"] {
+            assert_eq!(echo(script), None, "{script}");
+        }
+    }
+
+    #[test]
+    fn base64_is_the_standard_alphabet_with_padding() {
+        for (raw, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"hello\n", "aGVsbG8K"),
+            (&[0xfb, 0xff], "+/8="),
+        ] {
+            assert_eq!(base64(raw), text);
+        }
     }
 
     #[test]
