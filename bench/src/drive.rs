@@ -9,6 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use sandgate_proto::ctrlplane::v1::MintAccessTokenRequest;
+use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneServiceClient;
 use sandgate_tests::emulator::Emulator;
 use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions, SHIPPED_INTERNAL_TOKEN, repo_root};
 use sandgate_tests::fixtures::pod;
@@ -23,6 +25,12 @@ use crate::wrk::{Run, Wrk};
 const TENANT_KEY: &str = "bench-tenant-key";
 const ADMIN_KEY: &str = "bench-admin-key";
 const SANDBOX: &str = "bench";
+/// The header a token-authenticated request carries its access token in (no API key).
+const TOKEN_HEADER: &str = "x-access-token";
+/// The resolver's access-token signing keys (`--token-keys-file`): a rotation under way, the
+/// greatest id signs, both verify. Secrets of at least 32 bytes, base64.
+const TOKEN_KEYS: &str = "'2026-11-01': YmVuY2ggc2lnbmluZyBrZXksIG5vdmVtYmVyIDIwMjYhISE=\n\
+                          '2026-12-01': YmVuY2ggc2lnbmluZyBrZXksIGRlY2VtYmVyIDIwMjYhISE=\n";
 
 /// How long and how much; `full` is what the README reports, `smoke` only proves it runs.
 pub struct Plan {
@@ -93,8 +101,34 @@ pub const CONFIGS: [&str; 8] = [
     "extproc",
 ];
 
-/// The configurations measured against `noop_wasm` in pairs (see [`report::Paired`]).
-pub const PAIRED: [&str; 3] = ["hostcalls_wasm", "wasm", "wasm_uncached"];
+/// How a timed request authenticates: the tenant key in `x-api-key`, or an access token
+/// minted for the bench's sandbox and port in [`TOKEN_HEADER`] and no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    Key,
+    Token,
+}
+
+impl Credential {
+    /// The header the credential travels in.
+    pub fn header(self) -> &'static str {
+        match self {
+            Credential::Key => "x-api-key",
+            Credential::Token => TOKEN_HEADER,
+        }
+    }
+}
+
+/// The runs measured against `noop_wasm` in pairs (see [`report::Paired`]): the name reported,
+/// the configuration loaded, and the credential its requests — and `noop_wasm`'s beside them —
+/// carry. `wasm_token` is the cached entry again with token-authenticated requests, right after
+/// the key-authenticated run it is compared with.
+pub const PAIRED: [(&str, &str, Credential); 4] = [
+    ("hostcalls_wasm", "hostcalls_wasm", Credential::Key),
+    ("wasm", "wasm", Credential::Key),
+    ("wasm_token", "wasm", Credential::Token),
+    ("wasm_uncached", "wasm_uncached", Credential::Key),
+];
 
 /// The resolver's series that tell how the cached wasm entry was answered.
 const HITS: &str = "sandgate_filter_cache_hits_total";
@@ -283,10 +317,13 @@ fn inventory_args(dir: &Path, pod_ip: &str) -> anyhow::Result<Vec<String>> {
         &keys,
         format!("tenants:\n  - key: {TENANT_KEY}\n    namespace: bench\n"),
     )?;
+    let token_keys = dir.join("token-keys.yaml");
+    std::fs::write(&token_keys, TOKEN_KEYS)?;
     Ok(vec![
         "--pod-source=inventory".into(),
         format!("--inventory={}", pods.display()),
         format!("--keys-file={}", keys.display()),
+        format!("--token-keys-file={}", token_keys.display()),
     ])
 }
 
@@ -385,6 +422,7 @@ async fn through_envoy(
                         Entry::Wasm
                     },
                     resolver: resolver.grpc,
+                    resolver_http: resolver.http,
                     activity_interval: Duration::from_secs(30),
                     callout_timeout: Duration::from_secs(1),
                     fail_closed: true,
@@ -416,22 +454,47 @@ async fn through_envoy(
     }
 
     let path = format!("/sandboxes/{SANDBOX}/{upstream_port}/");
-    let headers = [("x-api-key", TENANT_KEY)];
+    let headers = [(Credential::Key.header(), TENANT_KEY)];
+    let token = mint_token(resolver.control, upstream_port).await?;
+    let token_headers = [(Credential::Token.header(), token.as_str())];
     // Every configuration must reach the echo sandbox with this very request before it is
-    // timed; sandgate's entries must also have rewritten the path and dropped the key.
+    // timed; sandgate's entries must also have rewritten the path and dropped the key, and
+    // answer the token-authenticated request (no key) from the sandbox too.
     for (config, envoy) in &envoys {
-        let r = http::send(envoy.addr, "GET", &path, &headers).await?;
-        ensure!(r.status == 200, "{config}: {} {}", r.status, r.body);
-        let echo = r.json();
-        ensure!(echo["sandbox"] == SANDBOX, "{config}: {}", r.body);
-        if matches!(*config, "wasm" | "wasm_uncached" | "extproc") {
-            ensure!(
-                echo["path"] == "/" && echo["headers"].get("x-api-key").is_none(),
-                "{config}: {}",
-                r.body
-            );
+        let sandgate = matches!(*config, "wasm" | "wasm_uncached" | "extproc");
+        let credentials: &[&[(&str, &str)]] = if sandgate {
+            &[&headers, &token_headers]
+        } else {
+            &[&headers]
+        };
+        for sent in credentials {
+            let r = http::send(envoy.addr, "GET", &path, sent).await?;
+            ensure!(r.status == 200, "{config}: {} {}", r.status, r.body);
+            let echo = r.json();
+            ensure!(echo["sandbox"] == SANDBOX, "{config}: {}", r.body);
+            if sandgate {
+                ensure!(
+                    echo["path"] == "/" && echo["headers"].get("x-api-key").is_none(),
+                    "{config}: {}",
+                    r.body
+                );
+            }
         }
     }
+    // And the token is what opened it: the same claims under a wrong MAC are refused.
+    let forged = forge(&token);
+    let wasm = envoys
+        .iter()
+        .find(|(c, _)| *c == "wasm")
+        .map(|(_, e)| e.addr)
+        .context("wasm: Envoy not running")?;
+    let r = http::send(wasm, "GET", &path, &[(TOKEN_HEADER, &forged)]).await?;
+    ensure!(
+        r.status == 401 && r.body.contains("invalid_access_token"),
+        "a forged token: {} {}",
+        r.status,
+        r.body
+    );
 
     let script = Wrk::write_script(dir)?;
     let wrk = Wrk {
@@ -492,15 +555,24 @@ async fn through_envoy(
             ..wrk
         },
         path: &path,
-        headers: &headers,
+        key_headers: &headers,
+        token_headers: &token_headers,
         duration: plan.paired,
     };
-    let paired = paired(plan.rounds, &load, &envoys, resolver_pid, pinned).await;
+    let paired = paired(plan.rounds, &load, &envoys, &resolver, pinned).await;
     if pin {
         // Back to every core for what follows (the emulator runs in this process).
         set_affinity(std::process::id(), &format!("0-{}", cpus - 1));
     }
     let paired = paired?;
+    // The token was good to the end: still answered by the sandbox after the last paired run.
+    let r = http::send(wasm, "GET", &path, &token_headers).await?;
+    ensure!(
+        r.status == 200 && r.json()["sandbox"] == SANDBOX,
+        "the token after the paired runs: {} {}",
+        r.status,
+        r.body
+    );
     Ok(Through {
         runs,
         paired,
@@ -508,12 +580,58 @@ async fn through_envoy(
     })
 }
 
-/// The request every configuration is timed on, and how long.
+/// An access token for the bench's sandbox and `port` only, minted by the resolver's control
+/// plane (ControlPlaneService.MintAccessToken, the admin key) with its signing keys; it
+/// outlives the run.
+async fn mint_token(control: SocketAddr, port: u16) -> anyhow::Result<String> {
+    let mut client = ControlPlaneServiceClient::connect(format!("http://{control}"))
+        .await
+        .context("connecting the resolver's control plane")?;
+    let mut request = tonic::Request::new(MintAccessTokenRequest {
+        sandbox_id: SANDBOX.into(),
+        // The namespace of the Pod serving the sandbox.
+        namespace: String::new(),
+        ports: vec![u32::from(port)],
+        ttl_seconds: 3 * 3600,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN_KEY}").parse()?);
+    let token = client
+        .mint_access_token(request)
+        .await
+        .context("MintAccessToken")?
+        .into_inner()
+        .token;
+    ensure!(token.starts_with("sgt1."), "not a token: {token:?}");
+    Ok(token)
+}
+
+/// `token` with one base64url character of its MAC changed (not the last, whose spare bits
+/// must stay zero): the same claims under another MAC.
+fn forge(token: &str) -> String {
+    let mut bytes = token.as_bytes().to_vec();
+    let at = bytes.len() - 5;
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).expect("a token is ASCII")
+}
+
+/// The request every configuration is timed on, by credential, and how long.
 struct Load<'a> {
     wrk: &'a Wrk<'a>,
     path: &'a str,
-    headers: &'a [(&'a str, &'a str)],
+    key_headers: &'a [(&'a str, &'a str)],
+    token_headers: &'a [(&'a str, &'a str)],
     duration: Duration,
+}
+
+impl Load<'_> {
+    fn headers(&self, credential: Credential) -> &[(&str, &str)] {
+        match credential {
+            Credential::Key => self.key_headers,
+            Credential::Token => self.token_headers,
+        }
+    }
 }
 
 /// Each of [`PAIRED`] under load at the same moment as `noop_wasm`, their Envoys on core 0
@@ -522,9 +640,10 @@ async fn paired(
     rounds: usize,
     load: &Load<'_>,
     envoys: &[(&'static str, Envoy)],
-    resolver_pid: u32,
+    resolver: &ResolverProc,
     pin: bool,
 ) -> anyhow::Result<Paired> {
+    let resolver_pid = resolver.child.id().context("resolver gone")?;
     let envoy = |name: &str| {
         envoys
             .iter()
@@ -535,7 +654,7 @@ async fn paired(
     let noop = envoy("noop_wasm")?;
     let mut pinned = pin;
     if pin {
-        for config in PAIRED {
+        for (_, config, _) in PAIRED {
             pinned &= set_affinity(envoy(config)?.0, "0");
         }
         pinned &= set_affinity(noop.0, "0");
@@ -545,9 +664,19 @@ async fn paired(
     let us_per_request =
         |ticks: u64, requests: u64| ticks as f64 * 1e6 / per_second as f64 / requests.max(1) as f64;
     let mut runs: BTreeMap<&'static str, Vec<Pair>> = BTreeMap::new();
+    let (mut token_hits, mut token_resolved) = (0.0, 0.0);
     for round in 1..=rounds {
-        for config in PAIRED {
+        for (name, config, credential) in PAIRED {
             let other = envoy(config)?;
+            let headers = load.headers(credential);
+            let counted = credential == Credential::Token;
+            let before_counters = if counted {
+                // The filter reports its hits once a second: let the run before report its last.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                (resolver.metric(HITS).await?, resolver.metric(ROUTED).await?)
+            } else {
+                (0.0, 0.0)
+            };
             // Sandgate's entries are charged the resolver's time too: a miss is decided there.
             let charged = |pid: u32| -> anyhow::Result<u64> {
                 let server = match config {
@@ -558,15 +687,19 @@ async fn paired(
             };
             let before = (cpu_ticks(noop.0)?, charged(other.0)?);
             let (a, b) = tokio::join!(
-                load.wrk.run(noop.1, load.path, load.headers, load.duration),
-                load.wrk
-                    .run(other.1, load.path, load.headers, load.duration),
+                load.wrk.run(noop.1, load.path, headers, load.duration),
+                load.wrk.run(other.1, load.path, headers, load.duration),
             );
             let (a, b) = (
                 a.context("noop_wasm, paired")?,
-                b.with_context(|| format!("{config}, paired"))?,
+                b.with_context(|| format!("{name}, paired"))?,
             );
             let after = (cpu_ticks(noop.0)?, charged(other.0)?);
+            if counted {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                token_hits += resolver.metric(HITS).await? - before_counters.0;
+                token_resolved += resolver.metric(ROUTED).await? - before_counters.1;
+            }
             let pair = Pair {
                 noop_rps: a.rps,
                 rps: b.rps,
@@ -574,13 +707,21 @@ async fn paired(
                 cpu_us: us_per_request(after.1 - before.1, b.requests),
             };
             println!(
-                "round {round} {config:>14} beside noop_wasm: {:>7.0} / {:>7.0} req/s, {:>6.2} / {:>6.2} CPU µs per request",
+                "round {round} {name:>14} beside noop_wasm: {:>7.0} / {:>7.0} req/s, {:>6.2} / {:>6.2} CPU µs per request",
                 pair.rps, pair.noop_rps, pair.cpu_us, pair.noop_cpu_us
             );
-            runs.entry(config).or_default().push(pair);
+            runs.entry(name).or_default().push(pair);
         }
     }
-    Ok(Paired { pinned, runs })
+    let token_cache_hit_rate = token_hits / (token_hits + token_resolved);
+    println!(
+        "cache hit rate of the cached wasm entry, token-authenticated: {token_cache_hit_rate:.4} ({token_hits} hits, {token_resolved} resolved)"
+    );
+    Ok(Paired {
+        pinned,
+        runs,
+        token_cache_hit_rate,
+    })
 }
 
 /// CPU time `pid` has used so far (user + system, every thread, in clock ticks).
