@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use futures::{Stream, StreamExt};
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Generations, HitReport, HitReportReply, ResolveReply, ResolveRequest, WatchGenerationsRequest,
+    Generations, HitReport, HitReportReply, ResolveReply, ResolveRequest, WaitRequest,
+    WatchGenerationsRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,6 +43,11 @@ impl Resolver for NullResolver {
 
     async fn report_hits(&self, _: Request<HitReport>) -> Result<Response<HitReportReply>, Status> {
         Ok(Response::new(HitReportReply {}))
+    }
+
+    // Nothing is ever held by a server that answers nothing.
+    async fn wait(&self, _: Request<WaitRequest>) -> Result<Response<ResolveReply>, Status> {
+        Ok(Response::new(ResolveReply::default()))
     }
 }
 

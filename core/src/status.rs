@@ -65,10 +65,14 @@ pub enum DenyCode {
     /// A request that already crossed from another gateway names yet another cluster.
     ForwardLoop,
     ResolverUnavailable,
+    /// A held request's sandbox did not become routable within the hold budget.
+    SandboxStarting,
+    /// Too many requests are held already (for this sandbox, or in all): not held at all.
+    TooManyWaiting,
 }
 
 impl DenyCode {
-    pub const ALL: [DenyCode; 26] = [
+    pub const ALL: [DenyCode; 28] = [
         DenyCode::MissingSandboxId,
         DenyCode::InvalidSandboxId,
         DenyCode::MissingPort,
@@ -95,6 +99,8 @@ impl DenyCode {
         DenyCode::PeerUnavailable,
         DenyCode::ForwardLoop,
         DenyCode::ResolverUnavailable,
+        DenyCode::SandboxStarting,
+        DenyCode::TooManyWaiting,
     ];
 
     /// (HTTP status, JSON code, gRPC code): the single source of truth for all three.
@@ -127,6 +133,19 @@ impl DenyCode {
             PeerUnavailable => (502, "peer_unavailable", GrpcCode::FailedPrecondition),
             ForwardLoop => (502, "forward_loop", GrpcCode::FailedPrecondition),
             ResolverUnavailable => (503, "resolver_unavailable", GrpcCode::Unavailable),
+            SandboxStarting => (503, "sandbox_starting", GrpcCode::Unavailable),
+            TooManyWaiting => (503, "too_many_waiting", GrpcCode::ResourceExhausted),
+        }
+    }
+
+    /// Seconds a client should wait before trying again, sent as `Retry-After`: a sandbox
+    /// still starting after the hold budget usually needs a moment more; a full waiting room
+    /// empties within one.
+    pub const fn retry_after(self) -> Option<u32> {
+        match self {
+            DenyCode::SandboxStarting => Some(5),
+            DenyCode::TooManyWaiting => Some(1),
+            _ => None,
         }
     }
 
@@ -227,7 +246,10 @@ mod tests {
                     ForwardLoop,
                 ][..],
             ),
-            (503, &[ResolverUnavailable][..]),
+            (
+                503,
+                &[ResolverUnavailable, SandboxStarting, TooManyWaiting][..],
+            ),
         ];
         let mut seen = 0;
         for (status, codes) in expect {

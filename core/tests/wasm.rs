@@ -131,7 +131,7 @@ fn port_text() {
 #[wasm_bindgen_test]
 fn status_table() {
     use DenyCode::*;
-    assert_eq!(DenyCode::ALL.len(), 26);
+    assert_eq!(DenyCode::ALL.len(), 28);
     let distinct: std::collections::HashSet<DenyCode> = DenyCode::ALL.into_iter().collect();
     assert_eq!(distinct.len(), DenyCode::ALL.len());
     for c in DenyCode::ALL {

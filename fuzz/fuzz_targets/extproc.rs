@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(m) = ProcessingRequest::decode(data) else {
         return;
     };
-    let reply = futures::executor::block_on(EXTPROC.respond(&m));
+    let reply = futures::executor::block_on(EXTPROC.respond(&m, |_| {}));
     let (Some(phase), Some(reply)) = (&m.request, reply) else {
         assert!(m.request.is_none(), "a phase always gets a reply");
         return;

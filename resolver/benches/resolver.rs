@@ -8,6 +8,9 @@
 //! * `keys/{unknown,near_miss,valid}`: [`KeyStore::authenticate`] among 10k tenant keys of a
 //!   key nobody has, of a valid key with its last character changed, and of a valid key. The
 //!   first two must cost the same: timing must not tell a guesser that a guess was close.
+//! * `tokens/verify`: [`TokenKeys::verify`] of a valid access token (parse, the MAC with its
+//!   signing key, the expiry) with three signing keys held, as in a rotation: the newest signs,
+//!   the older two still verify.
 //!
 //! Every benchmark asserts once before measuring that it exercises the path it is named after
 //! (and, where a TTL could expire mid-run, again after): a bench that quietly measures a miss or
@@ -26,11 +29,12 @@ use sandgate_resolver::cache::RouteCache;
 use sandgate_resolver::clusters::ClusterStore;
 use sandgate_resolver::clusters::dns::DnsCache;
 use sandgate_resolver::decide::{DecideConfig, Facts, Gateway};
+use sandgate_resolver::hold::{HoldConfig, Holds};
 use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeySet, KeyStore, Source, TenantKey, digest};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{Phase, PodStore, PodView};
-use sandgate_resolver::tokens::{Lifetimes, TokenKeys};
+use sandgate_resolver::tokens::{Lifetimes, Mint, SigningKey, Source as TokenSource, TokenKeys};
 
 /// The resolver's defaults (`--route-ttl 60s`, `--route-cache-shards 64`, see config.rs), so the
 /// cache is measured as it is deployed.
@@ -176,6 +180,7 @@ fn gateways() -> Gateways {
         index_fallback: true,
         armed_gate: false,
         not_found_502: false,
+        wake_unknown: false,
     };
     let gateway = |routes: RouteCache| Gateway {
         keys: Arc::clone(&keys),
@@ -194,6 +199,11 @@ fn gateways() -> Gateways {
             default: Duration::from_secs(3600),
             max: Duration::from_secs(86_400),
         })),
+        holds: Arc::new(Holds::new(
+            HoldConfig::OFF,
+            None,
+            Arc::new(Metrics::default()),
+        )),
         config,
     };
     let pushed = gateway(RouteCache::new(ROUTE_TTL, ROUTE_SHARDS));
@@ -365,11 +375,71 @@ fn bench_keys(c: &mut Criterion) {
     group.finish();
 }
 
+// --- tokens ------------------------------------------------------------------------------------
+
+fn bench_tokens(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tokens");
+    let tokens = TokenKeys::new(Lifetimes {
+        default: Duration::from_secs(3600),
+        max: Duration::from_secs(86_400),
+    });
+    // A rotation under way: the greatest id signs, the two before it still verify.
+    tokens.set_source(
+        TokenSource::File,
+        [("2026-10-01", 1u8), ("2026-11-01", 2), ("2026-12-01", 3)]
+            .into_iter()
+            .map(|(id, fill)| SigningKey::new(id, vec![fill; 32]).expect("a valid signing key"))
+            .collect(),
+    );
+    assert_eq!(tokens.count(), 3);
+    let now = u64::try_from(jiff::Timestamp::now().as_second()).expect("after 1970");
+    // As a tenant mints one for a browser: one sandbox, one port, bound to the minting key.
+    let minted = tokens
+        .mint(
+            &Mint {
+                namespace: TENANT_NS,
+                sandbox_id: &sandbox_id(PODS / 2),
+                ports: vec![PORT as u16],
+                ttl: None,
+                minted_by: Some(([0x5a; 8], None)),
+            },
+            now,
+        )
+        .expect("minting with a signing key held");
+    assert_eq!(minted.claims.key_id, "2026-12-01");
+    let verified = tokens
+        .verify(&minted.token, now)
+        .expect("the token verifies");
+    assert_eq!(verified, minted.claims);
+    // The MAC is what is checked: the same claims under another MAC are refused.
+    let forged = minted.claims.encode(&[0; sandgate_core::token::MAC_LEN]);
+    assert_eq!(
+        tokens.verify(&forged, now).map_err(|d| d.code),
+        Err(DenyCode::InvalidAccessToken)
+    );
+    group.bench_function("verify", |b| {
+        b.iter(|| {
+            tokens
+                .verify(black_box(&minted.token), black_box(now))
+                .is_ok()
+        })
+    });
+    // The token lives an hour: a measurement cannot outlast it, but fail rather than time
+    // refusals if one did.
+    let later = u64::try_from(jiff::Timestamp::now().as_second()).expect("after 1970");
+    assert!(
+        tokens.verify(&minted.token, later).is_ok(),
+        "the token expired during measurement"
+    );
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_cache_get,
     bench_decide,
     bench_activity,
-    bench_keys
+    bench_keys,
+    bench_tokens
 );
 criterion_main!(benches);

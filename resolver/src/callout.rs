@@ -1,6 +1,7 @@
-//! The Resolve gRPC entry: the callout the wasm filter makes per request, and the two calls
-//! its decision cache makes per VM (WatchGenerations, ReportHits). A thin shell: it maps the
-//! wire message to [`Facts`], asks the [`Gateway`], and maps the [`Decision`] back.
+//! The Resolve gRPC entry: the callout the wasm filter makes per request (and, for a held
+//! request, its Wait calls), and the two calls its decision cache makes per VM
+//! (WatchGenerations, ReportHits). A thin shell: it maps the wire message to [`Facts`], asks
+//! the [`Gateway`], and maps the [`Answer`] back.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use futures::Stream;
 use sandgate_core::Decision;
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, Lockout,
-    ResolveReply, ResolveRequest, Route, WatchGenerationsRequest, resolve_reply,
+    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, Hold, Lockout,
+    ResolveReply, ResolveRequest, Route, WaitRequest, WatchGenerationsRequest, resolve_reply,
 };
 use tonic::{Request, Response, Status};
 
 use crate::decide::{Facts, Gateway, Keep};
 use crate::generation::BUCKETS;
+use crate::hold::Answer;
 use crate::keys::limit::Locked;
 
 /// How often a watcher looks for changed generations: the most a filter lags behind a change
@@ -62,6 +64,33 @@ pub fn reply(decision: Decision, keep: Option<Keep>) -> ResolveReply {
     ResolveReply {
         outcome: Some(outcome),
         cacheable: keep.and_then(cacheable),
+    }
+}
+
+/// The wire form of an answer: a decision, or hold (never kept by a cache).
+pub fn answer_reply(answer: Answer) -> ResolveReply {
+    match answer {
+        Answer::Decided(decision, keep) => reply(decision, keep),
+        Answer::Held { until } => ResolveReply {
+            outcome: Some(resolve_reply::Outcome::Hold(Hold {
+                until_unix_ms: until,
+            })),
+            cacheable: None,
+        },
+    }
+}
+
+/// The facts of a Resolve message; `others` holds the other credentials' texts.
+fn facts<'a>(r: &'a ResolveRequest, others: &'a [&'a str]) -> Facts<'a> {
+    Facts {
+        api_key: &r.api_key,
+        sandbox_id: &r.sandbox_id,
+        port: r.port,
+        forwarded: r.forwarded,
+        client: r.client_address.parse().ok(),
+        other_credentials: others,
+        e2b: r.e2b,
+        access_token: &r.access_token,
     }
 }
 
@@ -150,20 +179,23 @@ impl Resolver for ResolveService {
     ) -> Result<Response<ResolveReply>, Status> {
         let r = request.get_ref();
         let others: Vec<&str> = r.other_credentials.iter().map(String::as_str).collect();
-        let (decision, keep) = self
+        let answer = self.gateway.answer(facts(r, &others)).await;
+        Ok(Response::new(answer_reply(answer)))
+    }
+
+    async fn wait(&self, request: Request<WaitRequest>) -> Result<Response<ResolveReply>, Status> {
+        let w = request.get_ref();
+        let Some(r) = &w.request else {
+            return Err(Status::invalid_argument("request is required"));
+        };
+        let others: Vec<&str> = r.other_credentials.iter().map(String::as_str).collect();
+        // Never past the budget a Hold answer gave, whatever the caller sends.
+        let slice = Duration::from_millis(u64::from(w.max_wait_ms.max(1)));
+        let answer = self
             .gateway
-            .decide_keeping(Facts {
-                api_key: &r.api_key,
-                sandbox_id: &r.sandbox_id,
-                port: r.port,
-                forwarded: r.forwarded,
-                client: r.client_address.parse().ok(),
-                other_credentials: &others,
-                e2b: r.e2b,
-                access_token: &r.access_token,
-            })
+            .wait(facts(r, &others), w.until_unix_ms, slice)
             .await;
-        Ok(Response::new(reply(decision, keep)))
+        Ok(Response::new(answer_reply(answer)))
     }
 
     type WatchGenerationsStream = GenerationStream;

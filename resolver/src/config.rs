@@ -186,6 +186,25 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub token_allowed_origins: Vec<String>,
+    /// How long a request for a sandbox that is starting (or being woken) is held before 503
+    /// `sandbox_starting`; 0: not held (an instant 502). With ext_proc, Envoy's
+    /// `max_message_timeout` must exceed it.
+    #[arg(long, env = "SANDGATE_HOLD_BUDGET", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub hold_budget: Duration,
+    /// Requests held at once for one sandbox; more are 503 `too_many_waiting` at once.
+    #[arg(long, env = "SANDGATE_HOLD_MAX_PER_SANDBOX", default_value_t = 1000)]
+    pub hold_max_per_sandbox: usize,
+    /// Requests held at once in all.
+    #[arg(long, env = "SANDGATE_HOLD_MAX_TOTAL", default_value_t = 20_000)]
+    pub hold_max_total: usize,
+    /// Wake (and hold) a request for a sandbox id nobody knows, instead of not-found: for
+    /// controllers that create sandboxes on demand.
+    #[arg(long, env = "SANDGATE_WAKE_UNKNOWN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub wake_unknown: bool,
+    /// POST every wake as JSON `{sandbox_id, namespace, port}` to this http:// URL, besides
+    /// ControlPlaneService.WatchWakeRequests.
+    #[arg(long, env = "SANDGATE_WAKE_WEBHOOK", value_parser = crate::hold::parse_webhook)]
+    pub wake_webhook: Option<hyper::Uri>,
     /// DEVELOPMENT ONLY: admit every request as admin, with or without a key.
     #[arg(long, env = "SANDGATE_INSECURE_DISABLE_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub insecure_disable_auth: bool,
@@ -359,11 +378,20 @@ impl ServeArgs {
             .transpose()
     }
 
+    pub fn hold_config(&self) -> crate::hold::HoldConfig {
+        crate::hold::HoldConfig {
+            budget: self.hold_budget,
+            max_per_sandbox: self.hold_max_per_sandbox,
+            max_total: self.hold_max_total,
+        }
+    }
+
     pub fn decide_config(&self) -> DecideConfig {
         DecideConfig {
             index_fallback: self.index_fallback,
             armed_gate: self.armed_gate,
             not_found_502: self.sandbox_not_found_status == 502,
+            wake_unknown: self.wake_unknown,
         }
     }
 
@@ -425,6 +453,14 @@ fn parse_not_found_status(raw: &str) -> Result<u16, String> {
         "502" => Ok(502),
         _ => Err("must be 404 or 502".into()),
     }
+}
+
+/// [`parse_duration`] where zero means "off".
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim().trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
 }
 
 /// Accepts `250ms`, `10s`, `5m`, `1h`, or a bare number of seconds. Zero is refused: every

@@ -26,7 +26,8 @@ use sandgate_proto::ctrlplane::v1::control_plane_service_server::{
 use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     MintAccessTokenRequest, MintAccessTokenResponse, PushClusterConfigRequest,
-    PushClusterConfigResponse, PushRouteRequest, PushRouteResponse,
+    PushClusterConfigResponse, PushRouteRequest, PushRouteResponse, WakeRequest,
+    WatchWakeRequestsRequest,
 };
 use tonic::codegen::{Context, Poll, Service, http};
 use tonic::server::NamedService;
@@ -120,8 +121,36 @@ fn check_object_name(field: &str, v: &str) -> Result<(), Status> {
     }
 }
 
+type WakeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<WakeRequest, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl ControlPlaneService for ControlPlane {
+    type WatchWakeRequestsStream = WakeStream;
+
+    async fn watch_wake_requests(
+        &self,
+        _request: Request<WatchWakeRequestsRequest>,
+    ) -> Result<Response<WakeStream>, Status> {
+        use futures::StreamExt;
+        let (pending, rx) = self.gateway.holds.subscribe();
+        // A subscriber too slow for the channel misses wakes, not the stream: each missed
+        // sandbox is woken again by its next request once its pending wake ages out.
+        let live = futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(wake) => return Some((Ok(wake), rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "a wake subscriber fell behind");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let stream = futures::stream::iter(pending.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn push_route(
         &self,
         request: Request<PushRouteRequest>,

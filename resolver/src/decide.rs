@@ -28,6 +28,7 @@ use crate::cache::RouteCache;
 use crate::clusters::ClusterStore;
 use crate::clusters::dns::DnsCache;
 use crate::generation;
+use crate::hold::Holds;
 use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeyStore, Principal};
 use crate::metrics::Metrics;
@@ -44,6 +45,45 @@ pub struct DecideConfig {
     /// `sandbox_not_found` answered 502 for every request (the E2B SDK's "gone"), not only
     /// for requests addressed the E2B way; false keeps 404.
     pub not_found_502: bool,
+    /// An id nobody knows may be woken (the controller asked to bring it up) and held.
+    pub wake_unknown: bool,
+}
+
+/// What could still make a refused request's sandbox routable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// It comes by itself: the Pod is starting, being armed, getting its IP, or named by a
+    /// pushed route before it exists.
+    Starting,
+    /// The controller must bring it back (released, or unknown with `wake_unknown`); the
+    /// namespace is the released Pod's, or the caller's.
+    Wake { namespace: String },
+}
+
+/// A refusal, and whether it may not be final.
+#[derive(Debug)]
+struct Refusal {
+    deny: Deny,
+    pending: Option<Pending>,
+}
+
+impl From<Deny> for Refusal {
+    fn from(deny: Deny) -> Self {
+        Refusal {
+            deny,
+            pending: None,
+        }
+    }
+}
+
+/// One look at a request ([`Gateway::look`]).
+#[derive(Debug)]
+pub struct Look {
+    pub decision: Decision,
+    pub keep: Option<Keep>,
+    pub pending: Option<Pending>,
+    /// The bucket of the sandbox as the stores know it: its changes are what a hold waits on.
+    pub bucket: u32,
 }
 
 /// What an entry extracted from the request.
@@ -78,6 +118,7 @@ pub struct Gateway {
     pub dns: Arc<DnsCache>,
     pub key_failures: Arc<FailureLimiter>,
     pub tokens: Arc<TokenKeys>,
+    pub holds: Arc<Holds>,
     pub config: DecideConfig,
 }
 
@@ -98,33 +139,50 @@ impl Gateway {
     /// [`Gateway::decide`], and whether (and how long) the answer may be kept by a cache.
     pub async fn decide_keeping(&self, facts: Facts<'_>) -> (Decision, Option<Keep>) {
         let started = Instant::now();
-        // Read before deciding: a change made while deciding then always moves the generation
-        // past the one this answer carries.
-        let bucket = generation::bucket(self.place(facts.sandbox_id).unwrap_or(facts.sandbox_id));
-        let generation = self.generation(bucket);
-        let mut until = None;
-        let decision = match self.decide_inner(facts, &mut until).await {
-            Ok(decision) => decision,
-            Err(deny)
-                if deny.code == DenyCode::SandboxNotFound
-                    && (facts.e2b || self.config.not_found_502) =>
-            {
-                Decision::Deny(deny.with_status(502))
-            }
-            Err(deny) => Decision::Deny(deny),
-        };
-        let outcome = match &decision {
+        let look = self.look(facts).await;
+        self.record(&look.decision, started);
+        (look.decision, look.keep)
+    }
+
+    /// Counts a decision made in `started`'s time, by outcome.
+    pub fn record(&self, decision: &Decision, started: Instant) {
+        let outcome = match decision {
             Decision::Route { .. } => "route",
             Decision::Forward(_) => "forward",
             Decision::Deny(d) => d.code.as_str(),
         };
         self.metrics.resolved(outcome, started.elapsed());
+    }
+
+    /// One look at a request, not counted: its decision, whether a cache may keep it, and for
+    /// a refusal that may not be final, what could still make the sandbox routable.
+    pub async fn look(&self, facts: Facts<'_>) -> Look {
+        // Read before deciding: a change made while deciding then always moves the generation
+        // past the one this answer carries.
+        let bucket = generation::bucket(self.place(facts.sandbox_id).unwrap_or(facts.sandbox_id));
+        let generation = self.generation(bucket);
+        let mut until = None;
+        let (decision, pending) = match self.decide_inner(facts, &mut until).await {
+            Ok(decision) => (decision, None),
+            Err(Refusal { deny, pending })
+                if deny.code == DenyCode::SandboxNotFound
+                    && (facts.e2b || self.config.not_found_502) =>
+            {
+                (Decision::Deny(deny.with_status(502)), pending)
+            }
+            Err(Refusal { deny, pending }) => (Decision::Deny(deny), pending),
+        };
         let keep = keepable(&decision).then_some(Keep {
             bucket,
             generation,
             until,
         });
-        (decision, keep)
+        Look {
+            decision,
+            keep,
+            pending,
+            bucket,
+        }
     }
 
     /// The generation of a bucket: what every store a decision reads has seen change, plus
@@ -155,7 +213,7 @@ impl Gateway {
 
     /// Where `id` lives: `Ok` with the id the stores know it by (this cluster's own prefix
     /// stripped), or `Err` with the other cluster that has it.
-    fn place<'a>(&self, id: &'a str) -> Result<&'a str, &'a str> {
+    pub(crate) fn place<'a>(&self, id: &'a str) -> Result<&'a str, &'a str> {
         match split_cluster(id) {
             SandboxRef { cluster: None, .. } => Ok(id),
             SandboxRef {
@@ -174,7 +232,7 @@ impl Gateway {
         &self,
         facts: Facts<'_>,
         until: &mut Option<Timestamp>,
-    ) -> Result<Decision, Deny> {
+    ) -> Result<Decision, Refusal> {
         let id = validate_sandbox_id(facts.sandbox_id)?;
         let port = check_port(facts.port)?;
         self.key_failures.check(facts.client)?;
@@ -201,7 +259,21 @@ impl Gateway {
                 return Ok(Decision::Forward(Box::new(forward)));
             }
         };
-        let pod = self.locate(id, &principal)?;
+        let pod = self.locate(id, &principal).map_err(|deny| {
+            let pending = match deny.code {
+                // A pushed route whose Pod is not created yet: it is on its way.
+                DenyCode::SandboxPodMissing => Some(Pending::Starting),
+                // A sandbox nobody knows may be one the controller can bring back.
+                DenyCode::SandboxNotFound if self.config.wake_unknown => Some(Pending::Wake {
+                    namespace: match &principal {
+                        Principal::Admin => String::new(),
+                        Principal::Tenant { namespace, .. } => namespace.to_string(),
+                    },
+                }),
+                _ => None,
+            };
+            Refusal { deny, pending }
+        })?;
         let ip = self.routable(&pod, id)?;
         self.activity.touch(id);
         Ok(Decision::Route {
@@ -341,36 +413,52 @@ impl Gateway {
             .ok_or_else(|| forbidden(id))
     }
 
-    fn routable(&self, pod: &PodView, id: &str) -> Result<std::net::IpAddr, Deny> {
+    /// The Pod's IP when it may serve `id` now; else the refusal, with what could still make
+    /// it routable: starting, arming and an IP come by themselves, a released (idle) sandbox
+    /// needs a wake; a failed or re-assigned Pod is final.
+    fn routable(&self, pod: &PodView, id: &str) -> Result<std::net::IpAddr, Refusal> {
         if pod.sandbox_id.as_deref() != Some(id) {
             return Err(Deny::new(
                 DenyCode::SandboxReassigned,
                 format!("sandbox {id} is not served by its pod any more"),
-            ));
+            )
+            .into());
         }
+        let soon = |deny| Refusal {
+            deny,
+            pending: Some(Pending::Starting),
+        };
         match pod.phase {
             Phase::Running => {
                 if self.config.armed_gate && pod.armed_for.as_deref() != Some(id) {
-                    return Err(Deny::new(
+                    return Err(soon(Deny::new(
                         DenyCode::SandboxNotArmed,
                         format!("sandbox {id} is still being set up"),
-                    ));
+                    )));
                 }
             }
             // A stopping sandbox still finishes its work: clients may reach it until it is gone.
             Phase::Stopping => {}
             other => {
-                return Err(Deny::new(
+                let deny = Deny::new(
                     DenyCode::SandboxNotReady,
                     format!("sandbox {id} is {}", other.as_str()),
-                ));
+                );
+                let pending = match other {
+                    Phase::Starting => Some(Pending::Starting),
+                    Phase::Idle => Some(Pending::Wake {
+                        namespace: pod.namespace.to_string(),
+                    }),
+                    _ => None,
+                };
+                return Err(Refusal { deny, pending });
             }
         }
         pod.ip.ok_or_else(|| {
-            Deny::new(
+            soon(Deny::new(
                 DenyCode::SandboxNoIp,
                 format!("sandbox {id} has no address yet"),
-            )
+            ))
         })
     }
 }
@@ -384,7 +472,10 @@ fn keepable(decision: &Decision) -> bool {
         Decision::Forward(_) => false,
         Decision::Deny(d) => !matches!(
             d.code,
-            DenyCode::ResolverUnavailable | DenyCode::TooManyKeyFailures
+            DenyCode::ResolverUnavailable
+                | DenyCode::TooManyKeyFailures
+                | DenyCode::SandboxStarting
+                | DenyCode::TooManyWaiting
         ),
     }
 }
@@ -481,6 +572,11 @@ pub(crate) mod tests {
                 tokens: Arc::new(crate::tokens::tests::keys(vec![crate::tokens::tests::key(
                     "k1", 1,
                 )])),
+                holds: Arc::new(crate::hold::Holds::new(
+                    crate::hold::HoldConfig::OFF,
+                    None,
+                    Arc::new(Metrics::default()),
+                )),
                 config,
             },
         }
@@ -827,6 +923,7 @@ pub(crate) mod tests {
         index_fallback: true,
         armed_gate: false,
         not_found_502: false,
+        wake_unknown: false,
     };
 
     #[test]
@@ -954,9 +1051,8 @@ pub(crate) mod tests {
     #[test]
     fn armed_gate() {
         let f = fixture(DecideConfig {
-            index_fallback: true,
             armed_gate: true,
-            not_found_502: false,
+            ..FALLBACK
         });
         let mut p = pod("acme", "p1", Some("sb"), Phase::Running, Some("10.0.0.1"));
         f.gw.pods.apply(p.clone());

@@ -19,6 +19,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue, HeaderValueOption};
@@ -32,12 +33,14 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     ProcessingRequest, ProcessingResponse, TrailersResponse,
 };
 use envoy_types::pb::envoy::r#type::v3::HttpStatus;
+use envoy_types::pb::google::protobuf::Duration as ProtoDuration;
 use envoy_types::pb::google::protobuf::value::Kind;
 use futures::{Stream, StreamExt};
-use sandgate_core::{Deny, Redirect, RequestGrammar};
+use sandgate_core::{Decision, Deny, Redirect, RequestGrammar};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::decide::{Facts, Gateway};
+use crate::hold::Answer;
 
 /// Where the destination `<podIP>:<port>` goes (envoy-extproc.yaml's cluster reads it).
 pub const DESTINATION_HEADER: &str = "x-envoy-original-dst-host";
@@ -63,12 +66,17 @@ impl ExtProc {
 
     /// The answer to one message: request headers are decided; every other phase gets its
     /// phase-matched CONTINUE (a processing_mode that sends more must not abort streams); a
-    /// message with no phase gets no answer rather than a wrong-phase one.
-    pub async fn respond(&self, message: &ProcessingRequest) -> Option<ProcessingResponse> {
+    /// message with no phase gets no answer rather than a wrong-phase one. A held request first
+    /// hands `extend` the message that moves Envoy's timer to the hold's end.
+    pub async fn respond(
+        &self,
+        message: &ProcessingRequest,
+        extend: impl FnOnce(ProcessingResponse) + Send,
+    ) -> Option<ProcessingResponse> {
         let reply = match message.request.as_ref()? {
             Phase::RequestHeaders(h) => {
                 let client = client_address(message);
-                return Some(self.on_request_headers(h, client).await);
+                return Some(self.on_request_headers(h, client, extend).await);
             }
             Phase::ResponseHeaders(_) => Reply::ResponseHeaders(HeadersResponse::default()),
             Phase::RequestBody(_) => Reply::RequestBody(BodyResponse::default()),
@@ -86,6 +94,7 @@ impl ExtProc {
         &self,
         message: &HttpHeaders,
         client: Option<std::net::IpAddr>,
+        extend: impl FnOnce(ProcessingResponse) + Send,
     ) -> ProcessingResponse {
         let headers = header_list(message.headers.as_ref());
         let target = match self.grammar.parse_headers(&headers) {
@@ -94,19 +103,37 @@ impl ExtProc {
         };
         let api_key = target.api_key.map(|(k, _)| k);
         let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
-        let decision = self
-            .gateway
-            .decide(Facts {
-                api_key: api_key.unwrap_or_default(),
-                sandbox_id: target.sandbox_id,
-                port: u32::from(target.port),
-                forwarded: target.forwarded,
-                client,
-                other_credentials: &others,
-                e2b: target.e2b,
-                access_token: target.token.map_or("", |(t, _)| t),
-            })
-            .await;
+        let facts = Facts {
+            api_key: api_key.unwrap_or_default(),
+            sandbox_id: target.sandbox_id,
+            port: u32::from(target.port),
+            forwarded: target.forwarded,
+            client,
+            other_credentials: &others,
+            e2b: target.e2b,
+            access_token: target.token.map_or("", |(t, _)| t),
+        };
+        let mut answer = self.gateway.answer(facts).await;
+        if let Answer::Held { until } = answer {
+            // One extension for the whole hold (Envoy takes one per phase), a second past it so
+            // the hold's own 503 comes first; a resolver that dies closes this stream anyway.
+            let left = Duration::from_millis(until.saturating_sub(crate::hold::unix_ms()));
+            extend(ProcessingResponse {
+                override_message_timeout: Some(ProtoDuration {
+                    seconds: i64::try_from(left.as_secs() + 1).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(left.subsec_nanos()).unwrap_or(0),
+                }),
+                ..Default::default()
+            });
+            answer = self.gateway.wait(facts, until, left).await;
+        }
+        let decision = match answer {
+            Answer::Decided(decision, _) => decision,
+            Answer::Held { .. } => Decision::Deny(Deny::new(
+                sandgate_core::DenyCode::SandboxStarting,
+                format!("sandbox {} did not become ready in time", target.sandbox_id),
+            )),
+        };
         let routing = match self.grammar.routing(&target, &decision) {
             Ok(routing) => routing,
             Err(deny) => return refuse(deny),
@@ -266,14 +293,36 @@ impl ExternalProcessor for ExtProc {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let this = self.clone();
-        let replies = request.into_inner().filter_map(move |message| {
-            let this = this.clone();
-            async move {
-                match message {
-                    Ok(m) => this.respond(&m).await.map(Ok),
-                    Err(status) => Some(Err(status)),
+        let mut inbound = request.into_inner();
+        // Replies go through a channel: a held request sends two (the timer extension, then
+        // its answer), and a stream Envoy closes while a request is held ends the hold.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<ProcessingResponse, Status>>(4);
+        tokio::spawn(async move {
+            while let Some(message) = inbound.next().await {
+                let message = match message {
+                    Ok(m) => m,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let early = tx.clone();
+                let extend = move |r| {
+                    let _ = early.try_send(Ok(r));
+                };
+                let reply = tokio::select! {
+                    reply = this.respond(&message, extend) => reply,
+                    () = tx.closed() => return,
+                };
+                if let Some(reply) = reply
+                    && tx.send(Ok(reply)).await.is_err()
+                {
+                    return;
                 }
             }
+        });
+        let replies = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|reply| (reply, rx))
         });
         Ok(Response::new(Box::pin(replies)))
     }
@@ -289,7 +338,7 @@ mod tests {
 
     impl ExtProc {
         fn respond_now(&self, m: &ProcessingRequest) -> Option<ProcessingResponse> {
-            futures::executor::block_on(self.respond(m))
+            futures::executor::block_on(self.respond(m, |_| panic!("nothing is held here")))
         }
     }
 

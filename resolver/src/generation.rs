@@ -14,6 +14,8 @@ use std::hash::BuildHasher;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::Notify;
+
 /// Buckets per generation vector; part of the WatchGenerations contract only through the
 /// snapshot, which always carries all of them.
 pub const BUCKETS: usize = 1024;
@@ -34,10 +36,12 @@ pub fn epoch() -> u64 {
     *EPOCH
 }
 
-/// One store's change counters: everything at once, and per bucket.
+/// One store's change counters: everything at once, and per bucket; and per bucket, the
+/// signal a held request waits on (a change is what may make its sandbox routable).
 pub struct Generations {
     all: AtomicU64,
     buckets: Box<[AtomicU64]>,
+    changes: Box<[Notify]>,
 }
 
 impl Default for Generations {
@@ -45,6 +49,7 @@ impl Default for Generations {
         Generations {
             all: AtomicU64::new(0),
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            changes: (0..BUCKETS).map(|_| Notify::new()).collect(),
         }
     }
 }
@@ -56,11 +61,24 @@ impl Generations {
             // SeqCst: the bump must not be seen before the change it announces.
             b.fetch_add(1, Ordering::SeqCst);
         }
+        if let Some(n) = self.changes.get(bucket(sandbox_id) as usize) {
+            n.notify_waiters();
+        }
     }
 
     /// Every answer may have changed.
     pub fn bump_all(&self) {
         self.all.fetch_add(1, Ordering::SeqCst);
+        for n in &self.changes {
+            n.notify_waiters();
+        }
+    }
+
+    /// Signalled after every bump of `bucket` (and every bump of all): a waiter takes a
+    /// `notified()` and enables it *before* reading the state it waits on, so no change slips
+    /// between the read and the wait. `None` for an out-of-range bucket.
+    pub fn changes(&self, bucket: u32) -> Option<&Notify> {
+        self.changes.get(bucket as usize)
     }
 
     /// The generation of `bucket` (an out-of-range bucket reads the global part only).
@@ -100,5 +118,31 @@ mod tests {
             1,
             "an unknown bucket follows the global part"
         );
+    }
+
+    #[tokio::test]
+    async fn a_bump_signals_its_bucket_and_bump_all_every_bucket() {
+        let g = Generations::default();
+        let (mine, other) = (bucket("sb-1"), bucket("sb-2"));
+        let wait = |b| {
+            let n = g.changes(b).unwrap().notified();
+            let mut n = Box::pin(n);
+            n.as_mut().enable();
+            n
+        };
+        let (m, o) = (wait(mine), wait(other));
+        g.bump("sb-1");
+        tokio::time::timeout(std::time::Duration::from_secs(1), m)
+            .await
+            .unwrap();
+        assert!(
+            futures::FutureExt::now_or_never(o).is_none(),
+            "another bucket"
+        );
+        let o = wait(other);
+        g.bump_all();
+        tokio::time::timeout(std::time::Duration::from_secs(1), o)
+            .await
+            .unwrap();
     }
 }

@@ -21,6 +21,7 @@ pub mod decide;
 pub mod extproc;
 pub mod generation;
 pub mod guard;
+pub mod hold;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -39,6 +39,12 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WakeLabels {
+    /// `stream` (WatchWakeRequests) or `webhook`.
+    via: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InformerLabels {
     resource: &'static str,
     event: &'static str,
@@ -59,6 +65,11 @@ pub struct Metrics {
     cache_hits: Counter,
     generation_watchers: Gauge,
     unauthenticated: Family<RefusalLabels, Counter>,
+    held: Gauge,
+    held_total: Counter,
+    hold_seconds: Histogram,
+    hold_expired: Counter,
+    wakes: Family<WakeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -135,8 +146,44 @@ impl Default for Metrics {
             "gRPC calls refused for a missing or invalid credential, by listener and reason",
             unauthenticated.clone(),
         );
+        let held = Gauge::default();
+        registry.register(
+            "held_requests",
+            "Requests held now, waiting for their sandbox to become routable",
+            held.clone(),
+        );
+        let held_total = Counter::default();
+        registry.register(
+            "held_requests",
+            "Requests that were held (counted when the hold ends)",
+            held_total.clone(),
+        );
+        // 10 ms .. ~2 min: a Pod that is nearly up, to the longest budgets.
+        let hold_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "hold_duration_seconds",
+            "How long a held request waited, whatever ended the hold",
+            hold_seconds.clone(),
+        );
+        let hold_expired = Counter::default();
+        registry.register(
+            "hold_expired",
+            "Held requests answered sandbox_starting: the budget ran out",
+            hold_expired.clone(),
+        );
+        let wakes = Family::<WakeLabels, Counter>::default();
+        registry.register(
+            "wakes",
+            "Wake requests sent to the controller, by way (stream: each subscriber; webhook)",
+            wakes.clone(),
+        );
         Metrics {
             registry,
+            held,
+            held_total,
+            hold_seconds,
+            hold_expired,
+            wakes,
             unauthenticated,
             cache_hits,
             generation_watchers,
@@ -192,6 +239,29 @@ impl Metrics {
         self.unauthenticated
             .get_or_create(&RefusalLabels { listener, reason })
             .inc();
+    }
+
+    /// A hold began (+1) or ended (-1, after `took`, `expired` when its budget ran out).
+    pub fn hold_began(&self) {
+        self.held.inc();
+    }
+
+    pub fn hold_ended(&self, took: Duration, expired: bool) {
+        self.held.dec();
+        self.held_total.inc();
+        self.hold_seconds.observe(took.as_secs_f64());
+        if expired {
+            self.hold_expired.inc();
+        }
+    }
+
+    /// A slice of a hold ended without an answer (the caller waits again, or went away).
+    pub fn hold_left(&self) {
+        self.held.dec();
+    }
+
+    pub fn wake_sent(&self, via: &'static str) {
+        self.wakes.get_or_create(&WakeLabels { via }).inc();
     }
 
     pub fn cache_hits(&self, n: u64) {

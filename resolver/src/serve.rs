@@ -20,6 +20,7 @@ use crate::clusters::{ClusterStore, Source as ClusterSource};
 use crate::config::{PodSource, ServeArgs};
 use crate::decide::Gateway;
 use crate::guard::BearerGuard;
+use crate::hold::Holds;
 use crate::keys::internal::InternalTokens;
 use crate::keys::limit::FailureLimiter;
 use crate::keys::{KeySet, KeyStore, Source, digest, file};
@@ -232,6 +233,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
+    // Wakes for controllers that do not speak gRPC.
+    let wake_webhook = args.wake_webhook.clone().map(|url| {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tasks.spawn(crate::hold::webhook(url, rx, Arc::clone(&metrics)));
+        tx
+    });
+
     let (admins, tenants) = keys.counts();
     tracing::info!(
         admins,
@@ -261,6 +269,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.key_failure_window,
         )),
         tokens,
+        holds: Arc::new(Holds::new(
+            args.hold_config(),
+            wake_webhook,
+            Arc::clone(&metrics),
+        )),
         config: args.decide_config(),
     });
     let ready: http::Readiness = {

@@ -51,6 +51,8 @@ pub enum Outcome {
     Deny(u32, String),
     /// Sent on to another cluster's gateway at this `ip:port`.
     Forward(String),
+    /// Held until Unix ms: the caller is to call Wait.
+    Hold(u64),
 }
 
 impl Outcome {
@@ -62,6 +64,8 @@ impl Outcome {
         match self {
             Outcome::Route(_) | Outcome::Forward(_) => 200,
             Outcome::Deny(s, _) => *s,
+            // No HTTP answer yet.
+            Outcome::Hold(_) => 0,
         }
     }
 }
@@ -258,6 +262,7 @@ impl Resolver {
             resolve_reply::Outcome::Route(r) => Outcome::Route(r.destination),
             resolve_reply::Outcome::Deny(d) => Outcome::Deny(d.status, d.code),
             resolve_reply::Outcome::Forward(f) => Outcome::Forward(f.destination),
+            resolve_reply::Outcome::Hold(h) => Outcome::Hold(h.until_unix_ms),
         }
     }
 
@@ -351,6 +356,9 @@ fn spawn(
         .arg(format!("--http-listen={http}"))
         .args(args)
         .env("RUST_LOG", "info,sandgate_resolver=debug")
+        // Holds off unless a test asks (`--hold-budget=…` beats this): a test of an instant
+        // 502 must not wait out the shipped 30 s budget.
+        .env("SANDGATE_HOLD_BUDGET", "0")
         .env_remove("AGENTBOX_ADMIN_KEY")
         .env_remove("SANDGATE_INTERNAL_TOKEN_FILE")
         .env_remove("KUBECONFIG")
