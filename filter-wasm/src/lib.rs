@@ -356,6 +356,32 @@ impl Request {
         }
     }
 
+    /// Asks the resolver to hold the paused request until `until` (a Wait call); the answer
+    /// comes back to `on_grpc_call_response` like a Resolve answer.
+    fn wait(&mut self, pending: Pending, until: u64) -> Result<(), String> {
+        let cfg = Rc::clone(&self.config);
+        let target = cfg
+            .request
+            .parse_headers(&pending.headers)
+            .map_err(|d| format!("re-reading the request: {}", d.message))?;
+        // The resolver answers `hold` again well before this call's deadline.
+        let max_wait_ms = u32::try_from(cfg.timeout_ms.saturating_mul(3) / 4)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let message = wire::wait_request(&target, source_address().as_deref(), until, max_wait_ms);
+        let token = hostcalls::dispatch_grpc_call(
+            &cfg.resolver_cluster,
+            wire::RESOLVER_SERVICE,
+            wire::WAIT_METHOD,
+            cfg.grpc_metadata(),
+            Some(&message),
+            cfg.timeout(),
+        )
+        .map_err(|e| format!("resolver wait not sent: {e:?}"))?;
+        self.callout = Some(Pending { token, ..pending });
+        Ok(())
+    }
+
     /// Keeps a Resolve answer the resolver marked cacheable, for every VM and (decoded) for
     /// this one.
     fn remember(&self, key: Key, cacheable: &Cacheable, decision: &Decision, reply: &[u8]) {
@@ -435,14 +461,13 @@ impl Request {
 /// Answers locally; the request never reaches an upstream.
 fn refuse(deny: &Deny) -> Action {
     let body = deny.json_body();
-    let sent = host::send_response(
-        u32::from(deny.status()),
-        &[
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-        ],
-        body.as_bytes(),
-    );
+    let retry = deny.code.retry_after().map(|s| s.to_string());
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    headers.extend(retry.as_deref().map(|s| ("retry-after", s)));
+    let sent = host::send_response(u32::from(deny.status()), &headers, body.as_bytes());
     if let Err(e) = sent {
         log(LogLevel::Error, &format!("local reply failed: {e:?}"));
     }
@@ -461,7 +486,20 @@ impl Context for Request {
         let body = host::buffer(BufferType::GrpcReceiveBuffer as u32, size)
             .ok()
             .flatten();
-        let (decision, cacheable) = wire::answer(status, body.as_deref());
+        let (decision, cacheable) = match wire::answer(status, body.as_deref()) {
+            wire::Answer::Decided(decision, cacheable) => (decision, cacheable),
+            wire::Answer::Hold { until } => {
+                // Held: wait in calls no longer than the callout deadline, so a resolver that
+                // dies is still noticed within it. Nothing of a hold is kept.
+                if let Err(e) = self.wait(pending, until)
+                    && self.unavailable(&e) == Action::Continue
+                    && let Err(e) = host::resume_request()
+                {
+                    log(LogLevel::Error, &format!("resuming: {e:?}"));
+                }
+                return;
+            }
+        };
         if let (Some(key), Some(cacheable), Some(body)) = (pending.key, cacheable, &body) {
             self.remember(key, &cacheable, &decision, body);
         }

@@ -6,12 +6,15 @@
 
 use prost::Message;
 use sandgate_core::{Decision, Deny, DenyCode, Forward, PeerUpstream, Target};
-use sandgate_proto::resolver::v1::{Cacheable, ResolveReply, ResolveRequest, resolve_reply};
+use sandgate_proto::resolver::v1::{
+    Cacheable, ResolveReply, ResolveRequest, WaitRequest, resolve_reply,
+};
 
 pub const RESOLVER_SERVICE: &str = "sandgate.resolver.v1.Resolver";
 pub const RESOLVE_METHOD: &str = "Resolve";
 pub const WATCH_METHOD: &str = "WatchGenerations";
 pub const HITS_METHOD: &str = "ReportHits";
+pub const WAIT_METHOD: &str = "Wait";
 
 /// Filter-state key the ORIGINAL_DST cluster reads before dynamic metadata and headers; a
 /// client cannot write it, unlike `x-envoy-original-dst-host`.
@@ -19,6 +22,26 @@ pub const ORIGINAL_DST_KEY: &str = "envoy.network.transport_socket.original_dst_
 
 /// The Resolve call for `target`; `source` is Envoy's `source.address` property, if read.
 pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
+    resolve_message(target, source).encode_to_vec()
+}
+
+/// The Wait call of a held request: its facts again, the hold's end, and how long the
+/// resolver may keep this call before answering `hold` again (below the call's deadline).
+pub fn wait_request(
+    target: &Target<'_>,
+    source: Option<&str>,
+    until_unix_ms: u64,
+    max_wait_ms: u32,
+) -> Vec<u8> {
+    WaitRequest {
+        request: Some(resolve_message(target, source)),
+        until_unix_ms,
+        max_wait_ms,
+    }
+    .encode_to_vec()
+}
+
+fn resolve_message(target: &Target<'_>, source: Option<&str>) -> ResolveRequest {
     ResolveRequest {
         api_key: target
             .api_key
@@ -39,34 +62,52 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
         e2b: target.e2b,
         access_token: target.token.map(|(t, _)| t.to_string()).unwrap_or_default(),
     }
-    .encode_to_vec()
 }
 
-/// What a Resolve answer means for the request. Anything the filter cannot make sense of is
-/// the resolver being unavailable: the request is refused, never routed on a guess.
+/// A Resolve or Wait answer: a decision (and whether a cache may keep it), or hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Decided(Decision, Option<Cacheable>),
+    /// Call Wait; past Unix ms `until` the resolver answers 503 itself.
+    Hold {
+        until: u64,
+    },
+}
+
+/// What a kept Resolve answer means for the request (a hold is never kept, and reads as the
+/// resolver being unavailable).
 pub fn decision(grpc_status: u32, body: Option<&[u8]>) -> Decision {
-    answer(grpc_status, body).0
+    match answer(grpc_status, body) {
+        Answer::Decided(decision, _) => decision,
+        Answer::Hold { .. } => Decision::Deny(unavailable("a kept answer cannot be a hold")),
+    }
 }
 
-/// [`decision`], and whether the resolver lets a cache keep it.
-pub fn answer(grpc_status: u32, body: Option<&[u8]>) -> (Decision, Option<Cacheable>) {
+/// What a Resolve or Wait answer means for the request. Anything the filter cannot make sense
+/// of is the resolver being unavailable: the request is refused, never routed on a guess.
+pub fn answer(grpc_status: u32, body: Option<&[u8]>) -> Answer {
     if grpc_status != 0 {
         let why = format!("resolver call failed (gRPC status {grpc_status})");
-        return (Decision::Deny(unavailable(&why)), None);
+        return Answer::Decided(Decision::Deny(unavailable(&why)), None);
     }
     let Some(Ok(reply)) = body.map(ResolveReply::decode) else {
-        return (
+        return Answer::Decided(
             Decision::Deny(unavailable("resolver sent an unreadable reply")),
             None,
         );
     };
+    if let Some(resolve_reply::Outcome::Hold(hold)) = &reply.outcome {
+        return Answer::Hold {
+            until: hold.until_unix_ms,
+        };
+    }
     let decision = outcome(reply.outcome);
     // Only an answer that means something may be kept: never the 503 standing in for nonsense.
     let keep = match &decision {
         Decision::Deny(d) if d.code == DenyCode::ResolverUnavailable => None,
         _ => reply.cacheable,
     };
-    (decision, keep)
+    Answer::Decided(decision, keep)
 }
 
 fn outcome(outcome: Option<resolve_reply::Outcome>) -> Decision {
@@ -223,6 +264,47 @@ mod tests {
                 headers: vec![("x-t".into(), "v".into())],
                 from_cluster: "c1".into(),
             }))
+        );
+    }
+
+    #[test]
+    fn a_hold_is_an_answer_of_its_own_and_its_wait_carries_the_facts_again() {
+        let hold = reply(resolve_reply::Outcome::Hold(
+            sandgate_proto::resolver::v1::Hold {
+                until_unix_ms: 1_800_000_000_123,
+            },
+        ));
+        assert_eq!(
+            answer(0, Some(&hold)),
+            Answer::Hold {
+                until: 1_800_000_000_123
+            }
+        );
+        // Never kept, so never read back from a cache as one.
+        assert_eq!(
+            decision(0, Some(&hold)),
+            Decision::Deny(unavailable("a kept answer cannot be a hold"))
+        );
+        let t = Target {
+            api_key: Some(("k", KeySource::Bearer)),
+            sandbox_id: "sb",
+            port: 8080,
+            ..Default::default()
+        };
+        let w = WaitRequest::decode(
+            wait_request(&t, Some("10.0.0.1:5"), 1_800_000_000_123, 750).as_slice(),
+        )
+        .unwrap();
+        assert_eq!((w.until_unix_ms, w.max_wait_ms), (1_800_000_000_123, 750));
+        let r = w.request.unwrap();
+        assert_eq!(
+            (
+                r.api_key.as_str(),
+                r.sandbox_id.as_str(),
+                r.port,
+                r.client_address.as_str()
+            ),
+            ("k", "sb", 8080, "10.0.0.1")
         );
     }
 

@@ -246,12 +246,18 @@ fn raw_header(key: &str, value: &str) -> HeaderValueOption {
 
 /// The local reply the wasm filter sends too: status, JSON body, no caching.
 fn refuse(deny: &Deny) -> ProcessingResponse {
+    let mut headers = vec![
+        raw_header("content-type", "application/json"),
+        raw_header("cache-control", "no-store"),
+    ];
+    headers.extend(
+        deny.code
+            .retry_after()
+            .map(|s| raw_header("retry-after", &s.to_string())),
+    );
     immediate(
         deny.status(),
-        vec![
-            raw_header("content-type", "application/json"),
-            raw_header("cache-control", "no-store"),
-        ],
+        headers,
         deny.json_body().into_bytes(),
         format!("sandgate_{}", deny.code),
     )
