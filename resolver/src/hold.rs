@@ -180,8 +180,11 @@ impl Drop for HeldGuard {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 room.held.remove(&self.id);
-                // Nobody waits any more: the next request wakes it again.
-                room.pending.remove(&self.id);
+                // The last hold ended (routed, final or out of budget): the next request wakes
+                // it again. Between a filter's Wait slices the wake stays pending.
+                if self.ended.is_some() {
+                    room.pending.remove(&self.id);
+                }
             }
         }
         drop(room);
@@ -263,21 +266,19 @@ impl Gateway {
             routes.as_mut().enable();
             let started = Instant::now();
             let look = self.look(facts).await;
-            match &look.pending {
-                None => {
-                    guard.ended = Some(false);
-                    self.record(&look.decision, started);
-                    return Answer::Decided(look.decision, look.keep);
-                }
-                Some(Pending::Wake { namespace }) => {
-                    self.holds
-                        .wake(id, namespace, u16::try_from(facts.port).unwrap_or(0));
-                }
-                Some(Pending::Starting) => {}
-            }
+            let Some(pending) = &look.pending else {
+                guard.ended = Some(false);
+                self.record(&look.decision, started);
+                return Answer::Decided(look.decision, look.keep);
+            };
             let now = Instant::now();
             if now >= hold_end {
                 break;
+            }
+            // Again only when the wake it sent aged out (the sandbox stayed released).
+            if let Pending::Wake { namespace } = pending {
+                self.holds
+                    .wake(id, namespace, u16::try_from(facts.port).unwrap_or(0));
             }
             if now >= slice_end {
                 return Answer::Held { until };
@@ -406,7 +407,13 @@ mod tests {
         // A subscriber that comes later hears of it first.
         let (pending, _) = h.subscribe();
         assert_eq!(pending.len(), 1);
-        // Once nobody waits, the next request wakes it again.
+        // A slice ending keeps the wake pending; the last hold ending lets the next request
+        // wake it again.
+        drop(guard);
+        h.wake("sb", "acme", 8080);
+        assert!(rx.try_recv().is_err(), "still pending between slices");
+        let mut guard = h.enter("sb", Instant::now()).unwrap();
+        guard.ended = Some(true);
         drop(guard);
         h.wake("sb", "acme", 8080);
         assert!(rx.try_recv().is_ok());

@@ -161,7 +161,7 @@ impl Default for Metrics {
         // 10 ms .. ~2 min: a Pod that is nearly up, to the longest budgets.
         let hold_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
-            "hold_duration_seconds",
+            "hold_seconds",
             "How long a held request waited, whatever ended the hold",
             hold_seconds.clone(),
         );
