@@ -449,16 +449,16 @@ mod tests {
         Arc::new(f.gw)
     }
 
+    /// Sandbox `sb`'s Pod in `phase`.
+    fn set(gw: &Gateway, phase: Phase) {
+        gw.pods
+            .apply(pod("acme", "p1", Some("sb"), phase, Some("10.0.0.7")));
+    }
+
     #[tokio::test]
     async fn a_held_request_is_routed_when_its_pod_runs_and_not_before() {
         let gw = gateway(Duration::from_secs(5));
-        gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Starting,
-            Some("10.0.0.7"),
-        ));
+        set(&gw, Phase::Starting);
         let Answer::Held { until } = gw.answer(facts("sb")).await else {
             panic!("a starting sandbox is held");
         };
@@ -468,13 +468,7 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiter.is_finished(), "answered before the Pod ran");
-        gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Running,
-            Some("10.0.0.7"),
-        ));
+        set(&gw, Phase::Running);
         let answer = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .expect("released by the Pod's change, not a timer")
@@ -489,13 +483,7 @@ mod tests {
     #[tokio::test]
     async fn a_hold_ends_with_its_budget_its_slice_or_a_final_refusal() {
         let gw = gateway(Duration::from_millis(300));
-        gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Starting,
-            Some("10.0.0.7"),
-        ));
+        set(&gw, Phase::Starting);
         let Answer::Held { until } = gw.answer(facts("sb")).await else {
             panic!("held");
         };
@@ -512,13 +500,7 @@ mod tests {
         };
         assert_eq!(d.code, DenyCode::SandboxStarting);
         // A failed Pod is final at once.
-        gw.pods.apply(pod(
-            "acme",
-            "p1",
-            Some("sb"),
-            Phase::Failed,
-            Some("10.0.0.7"),
-        ));
+        set(&gw, Phase::Failed);
         let Answer::Decided(Decision::Deny(d), _) = gw.answer(facts("sb")).await else {
             panic!("not held");
         };
