@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 use futures::{Stream, StreamExt};
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Generations, HitReport, HitReportReply, ResolveReply, ResolveRequest, WaitRequest,
-    WatchGenerationsRequest,
+    Generations, HitReport, HitReportReply, ResolveReply, ResolveRequest, WaitManyReply,
+    WaitManyRequest, WatchGenerationsRequest,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -46,8 +46,11 @@ impl Resolver for NullResolver {
     }
 
     // Nothing is ever held by a server that answers nothing.
-    async fn wait(&self, _: Request<WaitRequest>) -> Result<Response<ResolveReply>, Status> {
-        Ok(Response::new(ResolveReply::default()))
+    async fn wait_many(
+        &self,
+        _: Request<WaitManyRequest>,
+    ) -> Result<Response<WaitManyReply>, Status> {
+        Ok(Response::new(WaitManyReply::default()))
     }
 }
 

@@ -54,6 +54,7 @@ unsafe extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_continue_stream(stream: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_get_property(
         path: *const u8,
         path_size: usize,
@@ -126,6 +127,9 @@ mod absent {
         UNSUPPORTED
     }
     pub unsafe fn proxy_continue_stream(_: u32) -> u32 {
+        UNSUPPORTED
+    }
+    pub unsafe fn proxy_set_effective_context(_: u32) -> u32 {
         UNSUPPORTED
     }
     pub unsafe fn proxy_get_property(
@@ -261,6 +265,13 @@ pub fn send_response(code: u32, headers: &[(&str, &str)], body: &[u8]) -> Result
             -1,
         )
     })
+}
+
+/// Makes the host calls that follow act on context `id` (a request the root context answers
+/// for); a context that is gone is an error, never a call on another request.
+pub fn set_effective_context(id: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_set_effective_context(id) })
 }
 
 /// Lets a request paused on the callout go on.

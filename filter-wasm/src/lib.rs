@@ -12,6 +12,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod hold;
 pub mod host;
 pub mod wire;
 
@@ -24,10 +25,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use sandgate_core::{Decision, Deny, DenyCode, Redirect, Routing, Target};
-use sandgate_proto::resolver::v1::{Cacheable, Generations, HitReport, WatchGenerationsRequest};
+use sandgate_proto::resolver::v1::{
+    Cacheable, Generations, HitReport, WaitManyReply, WatchGenerationsRequest,
+};
 
 use cache::{Entry, Hits, Kept, Key, Local, Lockouts, View};
 use config::Config;
+use hold::{Held, Holding};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -46,6 +50,7 @@ struct Shared {
     lockouts: Lockouts,
     local: Local,
     hits: Hits,
+    holding: Holding,
 }
 
 /// Per-plugin state: the parsed configuration shared by every request, and, with the cache
@@ -106,6 +111,101 @@ impl Root {
         }
     }
 
+    /// Sends every held request no WaitMany call carries yet, in one call.
+    fn send_holds(&mut self) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        // The resolver answers well before this call's deadline, with nothing if need be.
+        let max_wait_ms = u32::try_from(config.timeout_ms.saturating_mul(3) / 4)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let Some((ids, message)) = self
+            .shared
+            .try_borrow()
+            .ok()
+            .and_then(|s| s.holding.unsent(max_wait_ms))
+        else {
+            return;
+        };
+        let sent = hostcalls::dispatch_grpc_call(
+            &config.resolver_cluster,
+            wire::RESOLVER_SERVICE,
+            wire::WAIT_MANY_METHOD,
+            config.grpc_metadata(),
+            Some(&message),
+            config.timeout(),
+        );
+        match sent {
+            Ok(token) => {
+                if let Ok(mut s) = self.shared.try_borrow_mut() {
+                    s.holding.sent(&ids, token);
+                }
+            }
+            Err(e) => {
+                let failed: Vec<(u32, Held)> = self
+                    .shared
+                    .try_borrow_mut()
+                    .map(|mut s| {
+                        ids.iter()
+                            .filter_map(|id| Some((*id, s.holding.take(*id)?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                fail_held(&config, failed, &format!("resolver wait not sent: {e:?}"));
+            }
+        }
+    }
+
+    /// A WaitMany call ended: each request it decided is answered in its own context; a
+    /// failed call fails every request it carried (503, within the callout deadline).
+    fn held_answers(&mut self, token: u32, status: u32, size: usize) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let reply = (status == 0)
+            .then(|| {
+                host::buffer(BufferType::GrpcReceiveBuffer as u32, size)
+                    .ok()
+                    .flatten()
+            })
+            .flatten()
+            .and_then(|b| WaitManyReply::decode(b.as_slice()).ok());
+        let Ok(mut shared) = self.shared.try_borrow_mut() else {
+            return;
+        };
+        let Some(reply) = reply else {
+            let failed = shared.holding.failed(token);
+            drop(shared);
+            let why = format!("resolver wait failed (gRPC status {status})");
+            fail_held(&config, failed, &why);
+            return;
+        };
+        let answered = shared.holding.answered(token, reply.answers);
+        drop(shared);
+        for (id, held, reply) in answered {
+            if host::set_effective_context(id).is_err() {
+                continue;
+            }
+            let bytes = reply.encode_to_vec();
+            let answer = match wire::answer(0, Some(&bytes)) {
+                wire::Answer::Decided(decision, cacheable) => (decision, cacheable),
+                wire::Answer::Hold { .. } => (
+                    Decision::Deny(wire::unavailable("resolver held an answered request")),
+                    None,
+                ),
+            };
+            settle(
+                &config,
+                &self.shared,
+                &held.headers,
+                held.key,
+                answer,
+                Some(&bytes),
+            );
+        }
+    }
+
     fn forget_generations(&self) {
         if let Ok(mut s) = self.shared.try_borrow_mut() {
             s.view.forget();
@@ -159,14 +259,23 @@ impl Context for Root {
         }
     }
 
-    fn on_grpc_call_response(&mut self, token: u32, status: u32, _size: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
         match self.flush.take() {
             Some((t, report)) if t == token => {
                 if status != 0 {
                     self.restore_hits(report);
                 }
+                return;
             }
             other => self.flush = other,
+        }
+        let carried = self
+            .shared
+            .try_borrow()
+            .is_ok_and(|s| s.holding.carries(token));
+        if carried {
+            self.held_answers(token, status, size);
+            self.send_holds();
         }
     }
 }
@@ -182,13 +291,10 @@ impl RootContext for Root {
         };
         match Config::parse(&raw) {
             Ok(config) => {
-                if config.cache.enabled()
-                    && let Err(e) = hostcalls::set_tick_period(TICK)
-                {
-                    log(
-                        LogLevel::Error,
-                        &format!("starting the cache's tick: {e:?}"),
-                    );
+                // The tick sends held requests' waits, and with the cache on looks after its
+                // stream and hit reports.
+                if let Err(e) = hostcalls::set_tick_period(TICK) {
+                    log(LogLevel::Error, &format!("starting the tick: {e:?}"));
                     return false;
                 }
                 self.config = Some(Rc::new(config));
@@ -207,6 +313,10 @@ impl RootContext for Root {
         let Some(config) = self.config.clone() else {
             return;
         };
+        self.send_holds();
+        if !config.cache.enabled() {
+            return;
+        }
         if self.stream.is_none() {
             self.open_stream(&config.resolver_cluster);
         }
@@ -219,9 +329,10 @@ impl RootContext for Root {
 
     /// Never `None`: the SDK panics on it. Without a configuration (Envoy refuses a plugin
     /// whose configuration failed, so this is not expected) a request is refused with 503.
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(match self.config.clone() {
             Some(config) => Box::new(Request {
+                id: context_id,
                 config,
                 shared: Rc::clone(&self.shared),
                 callout: None,
@@ -235,8 +346,11 @@ impl RootContext for Root {
     }
 }
 
-/// One request: answered from the cache, or waits for at most one Resolve answer.
+/// One request: answered from the cache, or waits for at most one Resolve answer (and, when
+/// held, for the root context's WaitMany answers).
 struct Request {
+    /// Its context id: how the root context finds it again for a held request's answer.
+    id: u32,
     config: Rc<Config>,
     shared: Rc<RefCell<Shared>>,
     callout: Option<Pending>,
@@ -288,7 +402,7 @@ impl Request {
         };
         let key = self.config.cache.enabled().then(|| Key::of(&target));
         if let Some(decision) = key.and_then(|k| self.kept_answer(k, &target)) {
-            return self.apply(&decision, &target);
+            return apply(&self.config, &decision, &target);
         }
         let cfg = Rc::clone(&self.config);
         let message = wire::resolve_request(&target, source_address().as_deref());
@@ -308,7 +422,7 @@ impl Request {
                 });
                 Action::Pause
             }
-            Err(e) => self.unavailable(&format!("resolver call not sent: {e:?}")),
+            Err(e) => unavailable(&self.config, &format!("resolver call not sent: {e:?}")),
         }
     }
 
@@ -356,105 +470,119 @@ impl Request {
         }
     }
 
-    /// Asks the resolver to hold the paused request until `until` (a Wait call); the answer
-    /// comes back to `on_grpc_call_response` like a Resolve answer.
-    fn wait(&mut self, pending: Pending, until: u64) -> Result<(), String> {
-        let cfg = Rc::clone(&self.config);
-        let target = cfg
-            .request
-            .parse_headers(&pending.headers)
-            .map_err(|d| format!("re-reading the request: {}", d.message))?;
-        // The resolver answers `hold` again well before this call's deadline.
-        let max_wait_ms = u32::try_from(cfg.timeout_ms.saturating_mul(3) / 4)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let message = wire::wait_request(&target, source_address().as_deref(), until, max_wait_ms);
-        let token = hostcalls::dispatch_grpc_call(
-            &cfg.resolver_cluster,
-            wire::RESOLVER_SERVICE,
-            wire::WAIT_METHOD,
-            cfg.grpc_metadata(),
-            Some(&message),
-            cfg.timeout(),
-        )
-        .map_err(|e| format!("resolver wait not sent: {e:?}"))?;
-        self.callout = Some(Pending { token, ..pending });
-        Ok(())
-    }
-
-    /// Keeps a Resolve answer the resolver marked cacheable, for every VM and (decoded) for
-    /// this one.
-    fn remember(&self, key: Key, cacheable: &Cacheable, decision: &Decision, reply: &[u8]) {
-        let (Some(now), Ok(mut shared)) = (now_ns(), self.shared.try_borrow_mut()) else {
-            return;
-        };
-        let denial = matches!(decision, Decision::Deny(_));
-        let cache = &self.config.cache;
-        let Some(entry) = Entry::new(key, cacheable, denial, reply, cache, &shared.view, now)
-        else {
-            return;
-        };
-        let slot = key.slot(cache.slots);
-        if let Err(e) = host::set_shared_data(&slot, &entry.encode_to_vec()) {
-            log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
-        }
-        shared.local.keep(
-            key,
-            &entry,
-            decision.clone(),
-            cache.slots as usize,
-            now,
-            cache.renew_ns(),
-        );
-    }
-
-    /// Applies a decision to the request `target` came from, as the shared grammar's
-    /// [`Routing`] says. `Continue`: the request goes on (a caller whose request is paused on
-    /// the callout must resume it); `Pause`: it was answered locally.
-    fn apply(&self, decision: &Decision, target: &Target<'_>) -> Action {
-        match self.config.request.routing(target, decision) {
-            Ok(Routing {
-                redirect: Some(redirect),
-                ..
-            }) => {
-                let sent = host::send_response(
-                    u32::from(Redirect::STATUS),
-                    &[
-                        ("location", redirect.location.as_str()),
-                        ("set-cookie", redirect.set_cookie.as_str()),
-                        ("cache-control", "no-store"),
-                    ],
-                    b"",
-                );
-                if let Err(e) = sent {
-                    log(LogLevel::Error, &format!("redirect failed: {e:?}"));
-                }
-                Action::Pause
-            }
-            Ok(routing) => match route(&routing) {
-                Ok(()) => Action::Continue,
-                Err(e) => self.refuse(&wire::unavailable(&e)),
-            },
-            Err(deny) if deny.code == DenyCode::ResolverUnavailable => {
-                self.unavailable(&deny.message)
-            }
-            Err(deny) => self.refuse(deny),
-        }
-    }
-
-    /// The resolver could not decide: 503, or on with no destination when failing open
-    /// (`Continue`).
-    fn unavailable(&self, why: &str) -> Action {
-        log(LogLevel::Warn, why);
-        if self.config.fail_closed {
-            self.refuse(&wire::unavailable(why))
-        } else {
-            Action::Continue
-        }
-    }
-
     fn refuse(&self, deny: &Deny) -> Action {
         refuse(deny)
+    }
+}
+
+/// Applies a Resolve answer (or a held request's) to the paused request these `headers` came
+/// with: kept in the cache first when the resolver allows (`reply` is its wire form), then
+/// routed or answered locally, and resumed when it goes on.
+fn settle(
+    config: &Config,
+    shared: &RefCell<Shared>,
+    headers: &[host::Header],
+    key: Option<Key>,
+    (decision, cacheable): (Decision, Option<Cacheable>),
+    reply: Option<&[u8]>,
+) {
+    if let (Some(key), Some(cacheable), Some(reply)) = (key, cacheable, reply) {
+        remember(config, shared, key, &cacheable, &decision, reply);
+    }
+    // The same headers parsed before the call: this cannot fail, but is not unwrapped.
+    let applied = match config.request.parse_headers(headers) {
+        Ok(target) => apply(config, &decision, &target),
+        Err(d) => refuse(&wire::unavailable(&format!(
+            "re-reading the request: {}",
+            d.message
+        ))),
+    };
+    go_on_if(applied);
+}
+
+/// The request is paused on the callout: going on must wake it.
+fn go_on_if(applied: Action) {
+    if applied == Action::Continue
+        && let Err(e) = host::resume_request()
+    {
+        log(LogLevel::Error, &format!("resuming: {e:?}"));
+    }
+}
+
+/// Keeps a Resolve answer the resolver marked cacheable, for every VM and (decoded) for this
+/// one.
+fn remember(
+    config: &Config,
+    shared: &RefCell<Shared>,
+    key: Key,
+    cacheable: &Cacheable,
+    decision: &Decision,
+    reply: &[u8],
+) {
+    let (Some(now), Ok(mut shared)) = (now_ns(), shared.try_borrow_mut()) else {
+        return;
+    };
+    let denial = matches!(decision, Decision::Deny(_));
+    let cache = &config.cache;
+    let Some(entry) = Entry::new(key, cacheable, denial, reply, cache, &shared.view, now) else {
+        return;
+    };
+    let slot = key.slot(cache.slots);
+    if let Err(e) = host::set_shared_data(&slot, &entry.encode_to_vec()) {
+        log(LogLevel::Warn, &format!("keeping a decision: {e:?}"));
+    }
+    shared.local.keep(
+        key,
+        &entry,
+        decision.clone(),
+        cache.slots as usize,
+        now,
+        cache.renew_ns(),
+    );
+}
+
+/// Applies a decision to the request `target` came from, as the shared grammar's [`Routing`]
+/// says. `Continue`: the request goes on (a caller whose request is paused on the callout must
+/// resume it); `Pause`: it was answered locally.
+fn apply(config: &Config, decision: &Decision, target: &Target<'_>) -> Action {
+    match config.request.routing(target, decision) {
+        Ok(Routing {
+            redirect: Some(redirect),
+            ..
+        }) => {
+            let sent = host::send_response(
+                u32::from(Redirect::STATUS),
+                &[
+                    ("location", redirect.location.as_str()),
+                    ("set-cookie", redirect.set_cookie.as_str()),
+                    ("cache-control", "no-store"),
+                ],
+                b"",
+            );
+            if let Err(e) = sent {
+                log(LogLevel::Error, &format!("redirect failed: {e:?}"));
+            }
+            Action::Pause
+        }
+        Ok(routing) => match route(&routing) {
+            Ok(()) => Action::Continue,
+            Err(e) => refuse(&wire::unavailable(&e)),
+        },
+        Err(deny) if deny.code == DenyCode::ResolverUnavailable => {
+            unavailable(config, &deny.message)
+        }
+        Err(deny) => refuse(deny),
+    }
+}
+
+/// The resolver could not decide: 503, or on with no destination when failing open
+/// (`Continue`).
+fn unavailable(config: &Config, why: &str) -> Action {
+    log(LogLevel::Warn, why);
+    if config.fail_closed {
+        refuse(&wire::unavailable(why))
+    } else {
+        Action::Continue
     }
 }
 
@@ -486,36 +614,45 @@ impl Context for Request {
         let body = host::buffer(BufferType::GrpcReceiveBuffer as u32, size)
             .ok()
             .flatten();
-        let (decision, cacheable) = match wire::answer(status, body.as_deref()) {
-            wire::Answer::Decided(decision, cacheable) => (decision, cacheable),
+        match wire::answer(status, body.as_deref()) {
+            wire::Answer::Decided(decision, cacheable) => settle(
+                &self.config,
+                &self.shared,
+                &pending.headers,
+                pending.key,
+                (decision, cacheable),
+                body.as_deref(),
+            ),
+            // Held: the root context waits for it with every other held request of this VM
+            // (WaitMany calls no longer than the callout deadline, so a resolver that dies is
+            // still noticed within it). Nothing of a hold is kept.
             wire::Answer::Hold { until } => {
-                // Held: wait in calls no longer than the callout deadline, so a resolver that
-                // dies is still noticed within it. Nothing of a hold is kept.
-                if let Err(e) = self.wait(pending, until)
-                    && self.unavailable(&e) == Action::Continue
-                    && let Err(e) = host::resume_request()
-                {
-                    log(LogLevel::Error, &format!("resuming: {e:?}"));
+                let request = self
+                    .config
+                    .request
+                    .parse_headers(&pending.headers)
+                    .map(|t| wire::resolve_message(&t, source_address().as_deref()));
+                let held = match (request, self.shared.try_borrow_mut()) {
+                    (Ok(request), Ok(mut shared)) => {
+                        let held = Held::new(pending.headers, pending.key, request, until);
+                        shared.holding.hold(self.id, held);
+                        true
+                    }
+                    _ => false,
+                };
+                if !held {
+                    go_on_if(unavailable(&self.config, "holding the request"));
                 }
-                return;
             }
-        };
-        if let (Some(key), Some(cacheable), Some(body)) = (pending.key, cacheable, &body) {
-            self.remember(key, &cacheable, &decision, body);
         }
-        // The same headers parsed before the call: this cannot fail, but is not unwrapped.
-        let applied = match self.config.request.parse_headers(&pending.headers) {
-            Ok(target) => self.apply(&decision, &target),
-            Err(d) => self.refuse(&wire::unavailable(&format!(
-                "re-reading the request: {}",
-                d.message
-            ))),
-        };
-        if applied == Action::Continue {
-            // The request is paused on the callout: going on must wake it.
-            if let Err(e) = host::resume_request() {
-                log(LogLevel::Error, &format!("resuming: {e:?}"));
-            }
+    }
+}
+
+/// A held request whose context goes (its client left) is forgotten, its answer dropped.
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Ok(mut shared) = self.shared.try_borrow_mut() {
+            shared.holding.forget(self.id);
         }
     }
 }
@@ -523,6 +660,15 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.on_headers()
+    }
+}
+
+/// Fails held requests, each in its own context (one that is gone is skipped).
+fn fail_held(config: &Config, failed: Vec<(u32, Held)>, why: &str) {
+    for (id, _) in failed {
+        if host::set_effective_context(id).is_ok() {
+            go_on_if(unavailable(config, why));
+        }
     }
 }
 

@@ -6,15 +6,13 @@
 
 use prost::Message;
 use sandgate_core::{Decision, Deny, DenyCode, Forward, PeerUpstream, Target};
-use sandgate_proto::resolver::v1::{
-    Cacheable, ResolveReply, ResolveRequest, WaitRequest, resolve_reply,
-};
+use sandgate_proto::resolver::v1::{Cacheable, ResolveReply, ResolveRequest, resolve_reply};
 
 pub const RESOLVER_SERVICE: &str = "sandgate.resolver.v1.Resolver";
 pub const RESOLVE_METHOD: &str = "Resolve";
 pub const WATCH_METHOD: &str = "WatchGenerations";
 pub const HITS_METHOD: &str = "ReportHits";
-pub const WAIT_METHOD: &str = "Wait";
+pub const WAIT_MANY_METHOD: &str = "WaitMany";
 
 /// Filter-state key the ORIGINAL_DST cluster reads before dynamic metadata and headers; a
 /// client cannot write it, unlike `x-envoy-original-dst-host`.
@@ -25,23 +23,8 @@ pub fn resolve_request(target: &Target<'_>, source: Option<&str>) -> Vec<u8> {
     resolve_message(target, source).encode_to_vec()
 }
 
-/// The Wait call of a held request: its facts again, the hold's end, and how long the
-/// resolver may keep this call before answering `hold` again (below the call's deadline).
-pub fn wait_request(
-    target: &Target<'_>,
-    source: Option<&str>,
-    until_unix_ms: u64,
-    max_wait_ms: u32,
-) -> Vec<u8> {
-    WaitRequest {
-        request: Some(resolve_message(target, source)),
-        until_unix_ms,
-        max_wait_ms,
-    }
-    .encode_to_vec()
-}
-
-fn resolve_message(target: &Target<'_>, source: Option<&str>) -> ResolveRequest {
+/// The Resolve message for `target` (also what a held request's WaitMany entry carries).
+pub fn resolve_message(target: &Target<'_>, source: Option<&str>) -> ResolveRequest {
     ResolveRequest {
         api_key: target
             .api_key
@@ -268,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_is_an_answer_of_its_own_and_its_wait_carries_the_facts_again() {
+    fn a_hold_is_an_answer_of_its_own_never_a_kept_one() {
         let hold = reply(resolve_reply::Outcome::Hold(
             sandgate_proto::resolver::v1::Hold {
                 until_unix_ms: 1_800_000_000_123,
@@ -284,27 +267,6 @@ mod tests {
         assert_eq!(
             decision(0, Some(&hold)),
             Decision::Deny(unavailable("a kept answer cannot be a hold"))
-        );
-        let t = Target {
-            api_key: Some(("k", KeySource::Bearer)),
-            sandbox_id: "sb",
-            port: 8080,
-            ..Default::default()
-        };
-        let w = WaitRequest::decode(
-            wait_request(&t, Some("10.0.0.1:5"), 1_800_000_000_123, 750).as_slice(),
-        )
-        .unwrap();
-        assert_eq!((w.until_unix_ms, w.max_wait_ms), (1_800_000_000_123, 750));
-        let r = w.request.unwrap();
-        assert_eq!(
-            (
-                r.api_key.as_str(),
-                r.sandbox_id.as_str(),
-                r.port,
-                r.client_address.as_str()
-            ),
-            ("k", "sb", 8080, "10.0.0.1")
         );
     }
 

@@ -1,5 +1,5 @@
 //! The Resolve reply as the wasm filter decodes it: any bytes and any gRPC status become a
-//! decision; whatever the filter cannot make sense of is the 503 "resolver unavailable", which
+//! decision (or a hold); whatever the filter cannot make sense of is the 503 "resolver unavailable", which
 //! its decision cache never keeps. The same bytes as a cache slot must not answer a key that
 //! is not theirs.
 #![no_main]
@@ -12,7 +12,14 @@ fuzz_target!(|data: &[u8]| {
         Some((s, rest)) => (u32::from(*s % 20), rest),
         None => (0, data),
     };
-    let (decision, keep) = sandgate_filter::wire::answer(status, Some(body));
+    let (decision, keep) = match sandgate_filter::wire::answer(status, Some(body)) {
+        sandgate_filter::wire::Answer::Decided(decision, keep) => (decision, keep),
+        // A hold is a status-0 answer with nothing to keep.
+        sandgate_filter::wire::Answer::Hold { .. } => {
+            assert_eq!(status, 0);
+            return;
+        }
+    };
     let key = sandgate_filter::cache::Key::of(&sandgate_core::Target {
         sandbox_id: "fuzz",
         port: 1,

@@ -9,9 +9,9 @@ use sandgate_resolver::cache::RouteCache;
 use sandgate_resolver::clusters::dns::DnsCache;
 use sandgate_resolver::clusters::{ClusterStore, Source as ClusterSource};
 use sandgate_resolver::decide::{DecideConfig, Gateway};
+use sandgate_resolver::hold::{HoldConfig, Holds};
 use sandgate_resolver::keys::limit::FailureLimiter;
 use sandgate_resolver::keys::{KeyStore, Source, file};
-use sandgate_resolver::hold::{HoldConfig, Holds};
 use sandgate_resolver::metrics::Metrics;
 use sandgate_resolver::pods::{PodKeys, PodStore, inventory};
 use sandgate_resolver::tokens::{Lifetimes, SigningKey, Source as TokenSource, TokenKeys};
@@ -96,7 +96,11 @@ pub fn gateway() -> Arc<Gateway> {
             }
             tokens
         }),
-        holds: Arc::new(Holds::new(HoldConfig::OFF, None, Arc::new(Metrics::default()))),
+        holds: Arc::new(Holds::new(
+            HoldConfig::OFF,
+            None,
+            Arc::new(Metrics::default()),
+        )),
         config: DecideConfig {
             index_fallback: true,
             armed_gate: false,

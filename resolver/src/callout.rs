@@ -11,14 +11,15 @@ use futures::Stream;
 use sandgate_core::Decision;
 use sandgate_proto::resolver::v1::resolver_server::{Resolver, ResolverServer};
 use sandgate_proto::resolver::v1::{
-    Cacheable, Deny, Forward, Generations, Header, HitReport, HitReportReply, Hold, Lockout,
-    ResolveReply, ResolveRequest, Route, WaitRequest, WatchGenerationsRequest, resolve_reply,
+    Cacheable, Deny, Forward, Generations, Header, HeldAnswer, HitReport, HitReportReply, Hold,
+    Lockout, ResolveReply, ResolveRequest, Route, WaitManyReply, WaitManyRequest,
+    WatchGenerationsRequest, resolve_reply,
 };
 use tonic::{Request, Response, Status};
 
 use crate::decide::{Facts, Gateway, Keep};
 use crate::generation::BUCKETS;
-use crate::hold::Answer;
+use crate::hold::{Answer, Held};
 use crate::keys::limit::Locked;
 
 /// How often a watcher looks for changed generations: the most a filter lags behind a change
@@ -183,19 +184,49 @@ impl Resolver for ResolveService {
         Ok(Response::new(answer_reply(answer)))
     }
 
-    async fn wait(&self, request: Request<WaitRequest>) -> Result<Response<ResolveReply>, Status> {
+    async fn wait_many(
+        &self,
+        request: Request<WaitManyRequest>,
+    ) -> Result<Response<WaitManyReply>, Status> {
         let w = request.get_ref();
-        let Some(r) = &w.request else {
-            return Err(Status::invalid_argument("request is required"));
-        };
-        let others: Vec<&str> = r.other_credentials.iter().map(String::as_str).collect();
-        // Never past the budget a Hold answer gave, whatever the caller sends.
+        let others: Vec<Vec<&str>> = w
+            .held
+            .iter()
+            .map(|h| {
+                h.request.as_ref().map_or_else(Vec::new, |r| {
+                    r.other_credentials.iter().map(String::as_str).collect()
+                })
+            })
+            .collect();
+        let held: Vec<Held<'_>> = w
+            .held
+            .iter()
+            .zip(&others)
+            .filter_map(|(h, others)| {
+                Some(Held {
+                    id: h.id,
+                    facts: facts(h.request.as_ref()?, others),
+                    until: h.until_unix_ms,
+                })
+            })
+            .collect();
+        if held.len() != w.held.len() {
+            return Err(Status::invalid_argument(
+                "every held request needs its request",
+            ));
+        }
         let slice = Duration::from_millis(u64::from(w.max_wait_ms.max(1)));
-        let answer = self
+        let answers = self
             .gateway
-            .wait(facts(r, &others), w.until_unix_ms, slice)
-            .await;
-        Ok(Response::new(answer_reply(answer)))
+            .wait_many(&held, slice)
+            .await
+            .into_iter()
+            .map(|(id, decision, keep)| HeldAnswer {
+                id,
+                reply: Some(reply(decision, keep)),
+            })
+            .collect();
+        Ok(Response::new(WaitManyReply { answers }))
     }
 
     type WatchGenerationsStream = GenerationStream;

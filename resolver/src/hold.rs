@@ -227,79 +227,129 @@ impl Gateway {
         }
     }
 
-    /// Holds a request until its sandbox is routable (then decided as usual), a look says the
-    /// refusal is final, Unix ms `until` passes (503 `sandbox_starting`), or `slice` ends
-    /// (`Held` again: the caller calls back).
+    /// Holds one request until its sandbox is routable (then decided as usual), a look says
+    /// the refusal is final, Unix ms `until` passes (503 `sandbox_starting`), or `slice` ends
+    /// (`Held` again: the caller waits again).
     pub async fn wait(&self, facts: Facts<'_>, until: u64, slice: Duration) -> Answer {
-        let id = self.place(facts.sandbox_id).unwrap_or(facts.sandbox_id);
-        // Never past the budget a Hold answer could have given.
-        let until = until.min(unix_ms().saturating_add(duration_ms(self.holds.config.budget)));
-        // The hold began a budget before its end: earlier slices count too.
-        let waited =
-            duration_ms(self.holds.config.budget).saturating_sub(until.saturating_sub(unix_ms()));
-        let begun = Instant::now()
-            .checked_sub(Duration::from_millis(waited))
-            .unwrap_or_else(Instant::now);
-        let mut guard = match self.holds.enter(id, begun) {
-            Ok(g) => g,
-            Err(deny) => {
-                let decision = Decision::Deny(deny);
-                self.record(&decision, Instant::now());
-                return Answer::Decided(decision, None);
-            }
-        };
-        let left = Duration::from_millis(until.saturating_sub(unix_ms()));
-        let slice_end = Instant::now() + slice.min(left);
-        let hold_end = Instant::now() + left;
-        loop {
-            let bucket = crate::generation::bucket(id);
-            // Armed before looking: a change between the look and the wait still wakes it.
-            let (Some(pods), Some(routes)) = (
-                self.pods.generations.changes(bucket),
-                self.routes.generations.changes(bucket),
-            ) else {
-                break;
-            };
-            let (pods, routes) = (pods.notified(), routes.notified());
-            tokio::pin!(pods, routes);
-            pods.as_mut().enable();
-            routes.as_mut().enable();
-            let started = Instant::now();
-            let look = self.look(facts).await;
-            let Some(pending) = &look.pending else {
-                guard.ended = Some(false);
-                self.record(&look.decision, started);
-                return Answer::Decided(look.decision, look.keep);
-            };
-            let now = Instant::now();
-            if now >= hold_end {
-                break;
-            }
-            // Again only when the wake it sent aged out (the sandbox stayed released).
-            if let Pending::Wake { namespace } = pending {
-                self.holds
-                    .wake(id, namespace, u16::try_from(facts.port).unwrap_or(0));
-            }
-            if now >= slice_end {
-                return Answer::Held { until };
-            }
-            tokio::select! {
-                () = &mut pods => {}
-                () = &mut routes => {}
-                () = tokio::time::sleep_until(slice_end.min(hold_end).into()) => {}
+        let held = [Held {
+            id: 0,
+            facts,
+            until,
+        }];
+        match self.wait_many(&held, slice).await.pop() {
+            Some((_, decision, keep)) => Answer::Decided(decision, keep),
+            None => Answer::Held { until },
+        }
+    }
+
+    /// Holds many requests at once (one call of a filter VM): returns as soon as one is
+    /// decided, with every one decided by then (by its `id`), or with none when `slice` ends.
+    /// The undecided stay held by their caller, who sends them again.
+    pub async fn wait_many(
+        &self,
+        held: &[Held<'_>],
+        slice: Duration,
+    ) -> Vec<(u64, Decision, Option<Keep>)> {
+        let budget = duration_ms(self.holds.config.budget);
+        let now = unix_ms();
+        let mut decided = Vec::new();
+        let mut waiting = Vec::with_capacity(held.len());
+        for h in held {
+            let id = self.place(h.facts.sandbox_id).unwrap_or(h.facts.sandbox_id);
+            // Never past the budget a Hold answer could have given; the hold began a budget
+            // before its end, so earlier calls count towards its time too.
+            let left = h.until.min(now.saturating_add(budget)).saturating_sub(now);
+            let begun = Instant::now()
+                .checked_sub(Duration::from_millis(budget.saturating_sub(left)))
+                .unwrap_or_else(Instant::now);
+            match self.holds.enter(id, begun) {
+                Ok(guard) => {
+                    let end = Instant::now() + Duration::from_millis(left);
+                    waiting.push((h, id, guard, end));
+                }
+                Err(deny) => {
+                    let decision = Decision::Deny(deny);
+                    self.record(&decision, Instant::now());
+                    decided.push((h.id, decision, None));
+                }
             }
         }
-        guard.ended = Some(true);
-        let decision = Decision::Deny(Deny::new(
-            DenyCode::SandboxStarting,
-            format!(
-                "sandbox {id} did not become ready within {} s; try again",
-                self.holds.config.budget.as_secs()
-            ),
-        ));
-        self.record(&decision, Instant::now());
-        Answer::Decided(decision, None)
+        let slice_end = Instant::now() + slice;
+        while decided.is_empty() && !waiting.is_empty() {
+            // Armed before looking: a change between a look and the wait still wakes it.
+            let mut buckets: Vec<u32> = waiting
+                .iter()
+                .map(|(_, id, _, _)| crate::generation::bucket(id))
+                .collect();
+            buckets.sort_unstable();
+            buckets.dedup();
+            let mut signals: Vec<_> = buckets
+                .iter()
+                .flat_map(|b| {
+                    [
+                        self.pods.generations.changes(*b),
+                        self.routes.generations.changes(*b),
+                    ]
+                })
+                .flatten()
+                .map(|n| Box::pin(n.notified()))
+                .collect();
+            for s in &mut signals {
+                s.as_mut().enable();
+            }
+            let mut still = Vec::with_capacity(waiting.len());
+            for (h, id, mut guard, end) in waiting {
+                let started = Instant::now();
+                let look = self.look(h.facts).await;
+                match &look.pending {
+                    None => {
+                        guard.ended = Some(false);
+                        self.record(&look.decision, started);
+                        decided.push((h.id, look.decision, look.keep));
+                    }
+                    Some(_) if Instant::now() >= end => {
+                        guard.ended = Some(true);
+                        let decision = Decision::Deny(Deny::new(
+                            DenyCode::SandboxStarting,
+                            format!(
+                                "sandbox {id} did not become ready within {} s; try again",
+                                self.holds.config.budget.as_secs()
+                            ),
+                        ));
+                        self.record(&decision, started);
+                        decided.push((h.id, decision, None));
+                    }
+                    // Again only when the wake it sent aged out (the sandbox stayed released).
+                    Some(Pending::Wake { namespace }) => {
+                        let port = u16::try_from(h.facts.port).unwrap_or(0);
+                        self.holds.wake(id, namespace, port);
+                        still.push((h, id, guard, end));
+                    }
+                    Some(Pending::Starting) => still.push((h, id, guard, end)),
+                }
+            }
+            waiting = still;
+            let first_end = waiting.iter().map(|(_, _, _, end)| *end).min();
+            let wake_at = first_end.map_or(slice_end, |e| e.min(slice_end));
+            if !decided.is_empty() || waiting.is_empty() || Instant::now() >= slice_end {
+                break;
+            }
+            tokio::select! {
+                _ = futures::future::select_all(signals), if !signals.is_empty() => {}
+                () = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+        }
+        decided
     }
+}
+
+/// One held request of a [`Gateway::wait_many`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct Held<'a> {
+    pub id: u64,
+    pub facts: Facts<'a>,
+    /// Unix ms, as the Hold answer gave it.
+    pub until: u64,
 }
 
 fn duration_ms(d: Duration) -> u64 {
