@@ -48,6 +48,10 @@ pub struct Plan {
     /// Whether criterion estimates are part of the report (smoke runs criterion in test
     /// mode, which measures nothing; an older run's files must not pass for this one's).
     pub criterion: bool,
+    /// Wake on traffic ([`crate::wake`]): timed releases per entry, and requests held at once
+    /// for the resolver's memory per held request.
+    pub wake_trials: usize,
+    pub held: usize,
 }
 
 impl Plan {
@@ -63,6 +67,8 @@ impl Plan {
             rpc_secs: 5.0,
             pods: [10_000, 100_000],
             criterion: true,
+            wake_trials: 100,
+            held: 10_000,
         }
     }
 
@@ -78,6 +84,8 @@ impl Plan {
             rpc_secs: 0.5,
             pods: [500, 1_000],
             criterion: false,
+            wake_trials: 5,
+            held: 200,
         }
     }
 }
@@ -152,6 +160,8 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
     let alone = resolver_alone(&plan, &bins, dir.path(), pin).await?;
     println!("== informer scale");
     let informer = informer_scale(&plan, &bins, dir.path(), pin).await?;
+    println!("== wake on traffic");
+    let wake = crate::wake::run(&plan, &bins, dir.path()).await?;
     let criterion = report::criterion(&root.join("target/criterion"), plan.criterion)?;
 
     let report = Report::new(
@@ -160,6 +170,7 @@ pub async fn run(plan: Plan, args: RunArgs, out: PathBuf) -> anyhow::Result<()> 
         through,
         alone,
         informer,
+        wake,
         criterion,
     );
     std::fs::write(
@@ -216,16 +227,16 @@ fn loopback() -> SocketAddr {
 }
 
 /// A resolver process and its addresses.
-struct ResolverProc {
+pub(crate) struct ResolverProc {
     child: Child,
-    grpc: SocketAddr,
+    pub(crate) grpc: SocketAddr,
     control: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
+    pub(crate) http: SocketAddr,
+    pub(crate) log: PathBuf,
 }
 
 impl ResolverProc {
-    fn start(
+    pub(crate) fn start(
         bins: &Path,
         dir: &Path,
         name: &str,
@@ -255,7 +266,11 @@ impl ResolverProc {
     }
 
     /// Polls /readyz; returns how long since `since` it took.
-    async fn ready(&mut self, since: Instant, within: Duration) -> anyhow::Result<Duration> {
+    pub(crate) async fn ready(
+        &mut self,
+        since: Instant,
+        within: Duration,
+    ) -> anyhow::Result<Duration> {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 bail!(
@@ -275,7 +290,7 @@ impl ResolverProc {
         }
     }
 
-    fn rss_bytes(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("resolver gone")?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let kb: u64 = status
@@ -287,7 +302,7 @@ impl ResolverProc {
     }
 
     /// A series from /metrics, e.g. `sandgate_pods`.
-    async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+    pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
         let (_, text) = http::get(self.http, "/metrics", None).await?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

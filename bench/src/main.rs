@@ -5,15 +5,17 @@
 //! wasm filter (alone and making a cache hit's host calls), do-nothing wasm and ext_proc
 //! callouts, and sandgate's entries —, the cache-related ones again paired with the do-nothing
 //! filter (CPU per request, both loaded at once; the cached entry with the tenant key and with
-//! an access token), the resolver alone on one core, and informer scale against the Kubernetes
-//! API emulator. The criterion numbers (`cargo bench -p sandgate-resolver`, run by `just bench`
-//! first) are read from target/criterion. `null` and `rpc-load` are the helper processes the
-//! driver starts.
+//! an access token), the resolver alone on one core, informer scale against the Kubernetes
+//! API emulator, and wake on traffic (a held request's release once its Pod runs, through both
+//! entries, and the resolver's memory per held request). The criterion numbers (`cargo bench
+//! -p sandgate-resolver`, run by `just bench` first) are read from target/criterion. `null` and
+//! `rpc-load` are the helper processes the driver starts.
 
 mod drive;
 mod null;
 mod report;
 mod rpc;
+mod wake;
 mod wrk;
 
 use std::net::SocketAddr;
