@@ -3,6 +3,7 @@
 //! per behaviour.
 
 pub mod browser;
+pub mod controller;
 pub mod e2b_api;
 pub mod echo;
 pub mod emulator;

@@ -9,6 +9,11 @@
 //! sandbox is announced (starting, then running). The test checks the gateway's half of that
 //! contract: it never routes on a label it has not seen, nor to a Pod whose label it has seen go.
 //!
+//! Holds are on (issue 19): a request for a sandbox whose Pod is still `starting` waits for it
+//! instead of an instant 502, and clients also ask for sandboxes being announced. A held request
+//! that is finally routed must reach the sandbox it asked for, like any other; every announced
+//! Pod runs within milliseconds, so a hold that runs out of budget (503) is a failure too.
+//!
 //! Sizes default to the acceptance (20,000 requests and 500 re-assignments per entry);
 //! SANDGATE_CHURN_REQUESTS / SANDGATE_CHURN_REASSIGNMENTS change them.
 
@@ -35,6 +40,11 @@ const NS: &str = "acme";
 /// How long a request decided just before a release may still be on its way to the Pod. The
 /// controller's drain; generous for a loaded 2-core machine.
 const DRAIN: Duration = Duration::from_millis(250);
+/// The resolver's hold budget: far above how long an announced Pod stays `starting`.
+const HOLD_BUDGET: &str = "--hold-budget=2s";
+/// How long an announced Pod stays `starting` before it runs: long enough for clients to ask
+/// for it meanwhile and be held.
+const STARTING: Duration = Duration::from_millis(30);
 
 fn setting(var: &str, default: u64) -> u64 {
     std::env::var(var)
@@ -51,16 +61,20 @@ fn address(i: usize) -> String {
 struct Counts {
     requests: AtomicU64,
     ok: AtomicU64,
+    /// Of `ok`: asked while the sandbox was still starting (most of them held).
+    ok_asked_starting: AtomicU64,
     misroutes: AtomicU64,
     refused_in_transition: AtomicU64,
     other: AtomicU64,
     reassignments: AtomicU64,
 }
 
-/// What clients may ask for: the ids Pods serve now, and ids released a moment ago.
+/// What clients may ask for: the ids Pods serve now, ids being announced (their Pod
+/// `starting`), and ids released a moment ago.
 #[derive(Default)]
 struct Ids {
     live: Vec<String>,
+    starting: Vec<String>,
     released: Vec<String>,
 }
 
@@ -184,17 +198,23 @@ async fn cycle_pod(slot: usize, gw: Arc<Gateway>, shared: Arc<Shared>, port: u16
         kube.emu
             .apply(pod(NS, &name).sandbox(&id).phase("starting").ip(&ip).json());
         control.push(&id, NS, &name).await.expect("push");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        shared.ids.lock().starting.push(id.clone());
+        tokio::time::sleep(STARTING).await;
         kube.emu
             .apply(pod(NS, &name).sandbox(&id).phase("running").ip(&ip).json());
-        shared.ids.lock().live.push(id.clone());
+        {
+            let mut ids = shared.ids.lock();
+            ids.starting.retain(|i| i != &id);
+            ids.live.push(id.clone());
+        }
         current = Some(id);
         // Serve a while before the next hand-over.
         tokio::time::sleep(Duration::from_millis(20 + 10 * (slot as u64 % 4))).await;
     }
 }
 
-/// Requests until the run is done; three in four ask for a live id, the rest for one just released.
+/// Requests until the run is done; one in four asks for an id just released, one in four for
+/// one being announced (a live one when none is), the rest for a live id.
 async fn client(n: usize, envoy: SocketAddr, shared: Arc<Shared>, port: u16) {
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
     let mut next = || {
@@ -205,17 +225,22 @@ async fn client(n: usize, envoy: SocketAddr, shared: Arc<Shared>, port: u16) {
     };
     while !shared.done() {
         let r = next();
-        let id = {
+        let (id, asked_starting) = {
             let ids = shared.ids.lock();
-            let pool = if r % 4 == 0 && !ids.released.is_empty() {
-                &ids.released
+            let (pool, asked_starting) = if r % 4 == 0 && !ids.released.is_empty() {
+                (&ids.released, false)
+            } else if r % 4 == 1 && !ids.starting.is_empty() {
+                (&ids.starting, true)
             } else {
-                &ids.live
+                (&ids.live, false)
             };
             if pool.is_empty() {
-                None
+                (None, false)
             } else {
-                Some(pool[(r >> 8) as usize % pool.len()].clone())
+                (
+                    Some(pool[(r >> 8) as usize % pool.len()].clone()),
+                    asked_starting,
+                )
             }
         };
         let Some(id) = id else {
@@ -223,6 +248,7 @@ async fn client(n: usize, envoy: SocketAddr, shared: Arc<Shared>, port: u16) {
             continue;
         };
         let path = format!("/sandboxes/{id}/{port}/churn");
+        let sent = std::time::Instant::now();
         let result = http::send(envoy, "GET", &path, &[("x-api-key", ACME_KEY)]).await;
         let c = &shared.counts;
         c.requests.fetch_add(1, Ordering::Relaxed);
@@ -234,9 +260,20 @@ async fn client(n: usize, envoy: SocketAddr, shared: Arc<Shared>, port: u16) {
                     .unwrap_or_default();
                 if served == id {
                     c.ok.fetch_add(1, Ordering::Relaxed);
+                    if asked_starting {
+                        c.ok_asked_starting.fetch_add(1, Ordering::Relaxed);
+                    }
                 } else {
                     c.misroutes.fetch_add(1, Ordering::Relaxed);
-                    shared.note(format!("MISROUTE: asked {id}, answered by {served:?}"));
+                    let when = if asked_starting {
+                        " while starting"
+                    } else {
+                        ""
+                    };
+                    shared.note(format!(
+                        "MISROUTE: asked {id}{when}, answered by {served:?} after {:?}",
+                        sent.elapsed()
+                    ));
                 }
             }
             Ok(resp) if resp.status == 502 || resp.status == 404 => {
@@ -255,7 +292,7 @@ async fn client(n: usize, envoy: SocketAddr, shared: Arc<Shared>, port: u16) {
 }
 
 async fn no_request_reaches_a_pod_serving_another_sandbox(entry: Entry) {
-    let gw = Arc::new(Gateway::start(entry).await);
+    let gw = Arc::new(Gateway::start_args(entry, &[HOLD_BUDGET]).await);
     let mut tasks = JoinSet::new();
     let (port, identities) = echoes(&mut tasks).await;
     let shared = Arc::new(Shared {
@@ -281,20 +318,29 @@ async fn no_request_reaches_a_pod_serving_another_sandbox(entry: Entry) {
         done.expect("a churn task failed");
     }
     let c = &shared.counts;
-    let (requests, ok, misroutes, transition, other, reassignments) = (
+    let (requests, ok, ok_starting, misroutes, transition, other, reassignments) = (
         c.requests.load(Ordering::Relaxed),
         c.ok.load(Ordering::Relaxed),
+        c.ok_asked_starting.load(Ordering::Relaxed),
         c.misroutes.load(Ordering::Relaxed),
         c.refused_in_transition.load(Ordering::Relaxed),
         c.other.load(Ordering::Relaxed),
         c.reassignments.load(Ordering::Relaxed),
     );
     println!(
-        "churn ({entry:?}, {:.1} s): {requests} requests, {ok} served by the right sandbox, \
-         {transition} refused in transition (502/404), {misroutes} misroutes, {other} other; \
-         {reassignments} re-assignments",
+        "churn ({entry:?}, {:.1} s): {requests} requests, {ok} served by the right sandbox \
+         ({ok_starting} of them asked while it was starting), {transition} refused in \
+         transition (502/404), {misroutes} misroutes, {other} other; {reassignments} \
+         re-assignments",
         started.elapsed().as_secs_f64()
     );
+    let held = gw
+        .kube
+        .resolver
+        .metric("sandgate_held_requests_total")
+        .await;
+    let expired = gw.kube.resolver.metric("sandgate_hold_expired_total").await;
+    println!("  held by the resolver: {held}, of which ran out of budget: {expired}");
     let hits = gw
         .kube
         .resolver
@@ -308,6 +354,9 @@ async fn no_request_reaches_a_pod_serving_another_sandbox(entry: Entry) {
     }
     let examples = shared.examples.lock().join("\n");
     assert_eq!(misroutes, 0, "misroutes:\n{examples}");
+    // The run must have held requests, or it proves nothing about holding.
+    assert!(held > 0, "no request was held");
+    assert_eq!(expired, 0, "holds ran out of budget:\n{examples}");
     assert_eq!(other, 0, "unexpected answers:\n{examples}");
     assert!(requests >= shared.want_requests && reassignments >= shared.want_reassignments);
     assert!(
