@@ -174,7 +174,7 @@ impl Default for Metrics {
         let wakes = Family::<WakeLabels, Counter>::default();
         registry.register(
             "wakes",
-            "Wake requests sent to the controller, by way (stream: each subscriber; webhook)",
+            "Wakes sent, by way (stream: once per wake while a subscriber listens; webhook: per post accepted)",
             wakes.clone(),
         );
         Metrics {
