@@ -35,7 +35,9 @@ use hold::{Held, Holding};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
+        Box::new(Root { id, ..Root::default() })
+    });
 }}
 
 /// How often the root context looks after the generation stream and the hit counts.
@@ -57,6 +59,9 @@ struct Shared {
 /// on, the VM's WatchGenerations stream and hit reports.
 #[derive(Default)]
 struct Root {
+    /// Its context id: the effective context it returns to after answering held requests in
+    /// theirs, so the calls it makes next are its own (a request's would die with it).
+    id: u32,
     config: Option<Rc<Config>>,
     shared: Rc<RefCell<Shared>>,
     /// The open WatchGenerations stream.
@@ -153,7 +158,18 @@ impl Root {
                     })
                     .unwrap_or_default();
                 fail_held(&config, failed, &format!("resolver wait not sent: {e:?}"));
+                self.own_context();
             }
+        }
+    }
+
+    /// Makes the root context the effective one again after acting in requests' contexts.
+    fn own_context(&self) {
+        if let Err(e) = host::set_effective_context(self.id) {
+            log(
+                LogLevel::Error,
+                &format!("returning to the root context: {e:?}"),
+            );
         }
     }
 
@@ -275,6 +291,7 @@ impl Context for Root {
             .is_ok_and(|s| s.holding.carries(token));
         if carried {
             self.held_answers(token, status, size);
+            self.own_context();
             self.send_holds();
         }
     }
