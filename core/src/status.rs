@@ -134,7 +134,7 @@ impl DenyCode {
             ForwardLoop => (502, "forward_loop", GrpcCode::FailedPrecondition),
             ResolverUnavailable => (503, "resolver_unavailable", GrpcCode::Unavailable),
             SandboxStarting => (503, "sandbox_starting", GrpcCode::Unavailable),
-            TooManyWaiting => (503, "too_many_waiting", GrpcCode::ResourceExhausted),
+            TooManyWaiting => (503, "too_many_waiting", GrpcCode::Unavailable),
         }
     }
 
