@@ -144,14 +144,6 @@ impl Holding {
             h.call = None;
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -207,6 +199,6 @@ mod tests {
         h.forget(8);
         let failed = h.failed(2);
         assert_eq!(failed.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [9]);
-        assert!(h.is_empty());
+        assert!(h.held.is_empty());
     }
 }

@@ -82,8 +82,6 @@ pub struct Look {
     pub decision: Decision,
     pub keep: Option<Keep>,
     pub pending: Option<Pending>,
-    /// The bucket of the sandbox as the stores know it: its changes are what a hold waits on.
-    pub bucket: u32,
 }
 
 /// What an entry extracted from the request.
@@ -181,7 +179,6 @@ impl Gateway {
             decision,
             keep,
             pending,
-            bucket,
         }
     }
 
