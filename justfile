@@ -120,6 +120,12 @@ wasm:
         echo "target/wasm/$module.wasm: $(stat -c %s "target/wasm/$module.wasm") bytes"
     done
 
+# PROFILE release (the shipped module, `just bench`) or dev (`just test`). Also
+# libsandgate_native_panics.so, the panic test's build (forced panics, never shipped).
+# Build the native entry, the Envoy dynamic module, into target/native/libsandgate_native.so.
+native PROFILE="release":
+    scripts/native-build {{PROFILE}}
+
 # sandgate-core's tests compiled to 32-bit wasm (wasm32-unknown-unknown), run under Node.
 wasm-test:
     #!/usr/bin/env bash

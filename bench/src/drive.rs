@@ -444,6 +444,7 @@ async fn through_envoy(
                     peer_ca: None,
                     // The shipped cache for `wasm`; none for `wasm_uncached`.
                     cache_ttl: (config == "wasm_uncached").then_some(Duration::ZERO),
+                    gateway_args: Vec::new(),
                 })
                 .await
             }

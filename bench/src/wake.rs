@@ -184,6 +184,7 @@ async fn release(
         fail_closed: true,
         peer_ca: None,
         cache_ttl: None,
+        gateway_args: Vec::new(),
     })
     .await;
     let channel = connect(kube.resolver.grpc).await?;

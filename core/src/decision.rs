@@ -33,6 +33,21 @@ impl Deny {
         self.status
     }
 
+    /// The local reply's headers every entry sends with [`Deny::json_body`]: never cached, and
+    /// when the refusal passes, when to try again.
+    pub fn reply_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("content-type", "application/json".to_string()),
+            ("cache-control", "no-store".to_string()),
+        ];
+        headers.extend(
+            self.code
+                .retry_after()
+                .map(|s| ("retry-after", s.to_string())),
+        );
+        headers
+    }
+
     /// The local-reply body every entry sends: `{"code":"...","message":"..."}`.
     pub fn json_body(&self) -> String {
         let mut out = String::with_capacity(32 + self.message.len());

@@ -90,6 +90,15 @@ pub struct Redirect {
 
 impl Redirect {
     pub const STATUS: u16 = 303;
+
+    /// The reply's headers (it has no body), the same from every entry.
+    pub fn reply_headers(&self) -> [(&'static str, &str); 3] {
+        [
+            ("location", self.location.as_str()),
+            ("set-cookie", self.set_cookie.as_str()),
+            ("cache-control", "no-store"),
+        ]
+    }
 }
 
 /// The headers the E2B SDK sends on every envd request: gateway headers, like `x-sandbox-*`.

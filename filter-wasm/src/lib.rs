@@ -567,15 +567,8 @@ fn apply(config: &Config, decision: &Decision, target: &Target<'_>) -> Action {
             redirect: Some(redirect),
             ..
         }) => {
-            let sent = host::send_response(
-                u32::from(Redirect::STATUS),
-                &[
-                    ("location", redirect.location.as_str()),
-                    ("set-cookie", redirect.set_cookie.as_str()),
-                    ("cache-control", "no-store"),
-                ],
-                b"",
-            );
+            let sent =
+                host::send_response(u32::from(Redirect::STATUS), &redirect.reply_headers(), b"");
             if let Err(e) = sent {
                 log(LogLevel::Error, &format!("redirect failed: {e:?}"));
             }
@@ -606,12 +599,8 @@ fn unavailable(config: &Config, why: &str) -> Action {
 /// Answers locally; the request never reaches an upstream.
 fn refuse(deny: &Deny) -> Action {
     let body = deny.json_body();
-    let retry = deny.code.retry_after().map(|s| s.to_string());
-    let mut headers = vec![
-        ("content-type", "application/json"),
-        ("cache-control", "no-store"),
-    ];
-    headers.extend(retry.as_deref().map(|s| ("retry-after", s)));
+    let headers = deny.reply_headers();
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let sent = host::send_response(u32::from(deny.status()), &headers, body.as_bytes());
     if let Err(e) = sent {
         log(LogLevel::Error, &format!("local reply failed: {e:?}"));

@@ -105,6 +105,27 @@ pub struct Facts<'a> {
     pub access_token: &'a str,
 }
 
+impl<'a> Facts<'a> {
+    /// The facts of a request the shared grammar read (`others`: the values of its
+    /// [`sandgate_core::Target::other_credentials`], in order), from `client`.
+    pub fn of(
+        target: &sandgate_core::Target<'a>,
+        others: &'a [&'a str],
+        client: Option<IpAddr>,
+    ) -> Facts<'a> {
+        Facts {
+            api_key: target.api_key.map_or("", |(k, _)| k),
+            sandbox_id: target.sandbox_id,
+            port: u32::from(target.port),
+            forwarded: target.forwarded,
+            client,
+            other_credentials: others,
+            e2b: target.e2b,
+            access_token: target.token.map_or("", |(t, _)| t),
+        }
+    }
+}
+
 /// Everything a decision reads, shared by all entries.
 pub struct Gateway {
     pub keys: Arc<KeyStore>,

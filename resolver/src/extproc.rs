@@ -103,16 +103,7 @@ impl ExtProc {
         };
         let api_key = target.api_key.map(|(k, _)| k);
         let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
-        let facts = Facts {
-            api_key: api_key.unwrap_or_default(),
-            sandbox_id: target.sandbox_id,
-            port: u32::from(target.port),
-            forwarded: target.forwarded,
-            client,
-            other_credentials: &others,
-            e2b: target.e2b,
-            access_token: target.token.map_or("", |(t, _)| t),
-        };
+        let facts = Facts::of(&target, &others, client);
         let mut answer = self.gateway.answer(facts).await;
         if let Answer::Held { until } = answer {
             // One extension for the whole hold (Envoy takes one per phase), a second past it so
@@ -141,11 +132,11 @@ impl ExtProc {
         if let Some(redirect) = routing.redirect {
             return immediate(
                 Redirect::STATUS,
-                vec![
-                    raw_header("location", &redirect.location),
-                    raw_header("set-cookie", &redirect.set_cookie),
-                    raw_header("cache-control", "no-store"),
-                ],
+                redirect
+                    .reply_headers()
+                    .iter()
+                    .map(|(k, v)| raw_header(k, v))
+                    .collect(),
                 Vec::new(),
                 "sandgate_token_redirect".into(),
             );
@@ -246,18 +237,12 @@ fn raw_header(key: &str, value: &str) -> HeaderValueOption {
 
 /// The local reply the wasm filter sends too: status, JSON body, no caching.
 fn refuse(deny: &Deny) -> ProcessingResponse {
-    let mut headers = vec![
-        raw_header("content-type", "application/json"),
-        raw_header("cache-control", "no-store"),
-    ];
-    headers.extend(
-        deny.code
-            .retry_after()
-            .map(|s| raw_header("retry-after", &s.to_string())),
-    );
     immediate(
         deny.status(),
-        headers,
+        deny.reply_headers()
+            .iter()
+            .map(|(k, v)| raw_header(k, v))
+            .collect(),
         deny.json_body().into_bytes(),
         format!("sandgate_{}", deny.code),
     )

@@ -2,7 +2,9 @@
 //! (Pod informer or inventory, key Secrets and files, peer clusters), the background tasks (route sweeper,
 //! activity seeding and GC) and the three servers, and shuts them down on SIGTERM/SIGINT.
 //!
-//! Owns wiring and lifecycle only; every rule lives in the module that owns it.
+//! Owns wiring and lifecycle only; every rule lives in the module that owns it. [`run`] is the
+//! same wiring for a host that embeds the gateway (the native entry, inside Envoy): it hands the
+//! running [`Gateway`] to the host and stops when the host says, never on a signal.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +31,27 @@ use crate::pods::{Phase, PodStore, inventory};
 use crate::tokens::{Source as TokenSource, TokenKeys};
 use crate::{accesslog, callout, clusters, control, extproc, http, pods, reload};
 
+/// The standalone resolver: [`run`] until SIGTERM or SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    run(args, shutdown_signal(), |_| {}).await
+}
+
+/// What an embedding host gets once everything is wired: the decision path, the grammar the
+/// flags configure, and whether the gateway is ready (the Pod store synced, the watched
+/// Secrets read), as the HTTP port's /readyz answers it.
+pub struct Started {
+    pub gateway: Arc<Gateway>,
+    pub grammar: sandgate_core::RequestGrammar,
+    pub ready: http::Readiness,
+}
+
+/// Builds the gateway from `args`, starts its sources, tasks and listeners, hands it to
+/// `started`, and serves until `shutdown` completes (or a server fails).
+pub async fn run(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+    started: impl FnOnce(Started),
+) -> anyhow::Result<()> {
     let grammar = args
         .request_grammar()
         .map_err(|e| anyhow::anyhow!("ext_proc request grammar: {e}"))?;
@@ -284,6 +306,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_state = http::HttpState {
         gateway: Arc::clone(&gateway),
         grammar: Arc::new(grammar.clone()),
+        ready: Arc::clone(&ready),
+    };
+    let embedded = Started {
+        gateway: Arc::clone(&gateway),
+        grammar: grammar.clone(),
         ready,
     };
 
@@ -329,9 +356,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         axum::serve(http_listener, http::router(http_state)).with_graceful_shutdown(stopped());
     servers.spawn(async move { Ok(http_server.await?) });
     tracing::info!("resolver serving");
+    started(embedded);
 
     let result = tokio::select! {
-        _ = shutdown_signal() => {
+        _ = shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }

@@ -2,7 +2,7 @@
 //! filter, on fresh loopback ports. The process is killed when the handle drops.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,14 +31,20 @@ pub fn artefact(var: &str, default: &str, how: &str) -> PathBuf {
     path
 }
 
-/// Which gateway entry Envoy runs: the wasm filter (envoy.yaml) or ext_proc
-/// (envoy-extproc.yaml). Everything a client sees must be the same for both.
+/// Which gateway entry Envoy runs: the wasm filter (envoy.yaml), ext_proc
+/// (envoy-extproc.yaml) or the native module with the gateway inside Envoy
+/// (envoy-native.yaml). Everything a client sees must be the same for all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Entry {
     Wasm,
     #[value(name = "extproc")]
     ExtProc,
+    Native,
 }
+
+/// The flags of the gateway inside envoy-native.yaml as shipped (the demo stack's): the line
+/// [`Envoy::start`] replaces with a test's.
+pub const SHIPPED_NATIVE_ARGS: &str = r#"args: ["--pod-source=inventory", "--inventory=demo/pods.yaml", "--keys-file=demo/keys.yaml", "--admin-key-file=demo/admin-keys", "--internal-token-file=demo/internal-token", "--token-keys-file=demo/token-keys", "--extproc-e2b-domain=sandgate.test"]"#;
 
 /// The filter's decision-cache TTL as envoy.yaml ships it (the replacement below insists the
 /// file says so).
@@ -55,7 +61,7 @@ impl Entry {
     pub fn staleness(self) -> Duration {
         match self {
             Entry::Wasm => SHIPPED_CACHE_TTL,
-            Entry::ExtProc => Duration::ZERO,
+            Entry::ExtProc | Entry::Native => Duration::ZERO,
         }
     }
 
@@ -64,7 +70,14 @@ impl Entry {
         match self {
             Entry::Wasm => "envoy.yaml",
             Entry::ExtProc => "envoy-extproc.yaml",
+            Entry::Native => "envoy-native.yaml",
         }
+    }
+
+    /// Whether the decisions come from a resolver process of their own, which a test can kill
+    /// or freeze. The native entry's gateway is Envoy: losing it is losing Envoy.
+    pub fn resolver_process(self) -> bool {
+        self != Entry::Native
     }
 }
 
@@ -86,6 +99,9 @@ pub struct EnvoyOptions {
     pub peer_ca: Option<PathBuf>,
     /// Replaces the filter's decision-cache `ttl_ms` (0: off); `None` keeps the shipped one.
     pub cache_ttl: Option<Duration>,
+    /// The native entry's gateway flags (its listeners included, on `resolver` and
+    /// `resolver_http`); unused by the other entries.
+    pub gateway_args: Vec<String>,
 }
 
 pub struct Envoy {
@@ -94,6 +110,9 @@ pub struct Envoy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub log: PathBuf,
+    /// What started it: [`Envoy::restart`] starts the same again.
+    config: PathBuf,
+    env: Vec<(&'static str, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -160,6 +179,25 @@ impl Envoy {
                     ));
                 }
             }
+            Entry::Native => {
+                let module = artefact(
+                    "SANDGATE_NATIVE",
+                    "target/native/libsandgate_native.so",
+                    "run `just native`",
+                );
+                let args = serde_json::to_string(&opts.gateway_args).expect("flags as JSON");
+                replacements.extend([
+                    (
+                        "filename: target/native/libsandgate_native.so",
+                        format!("filename: {}", module.display()),
+                    ),
+                    (SHIPPED_NATIVE_ARGS, format!("args: {args}")),
+                    (
+                        "fail_closed: true",
+                        format!("fail_closed: {}", opts.fail_closed),
+                    ),
+                ]);
+            }
             Entry::ExtProc => {
                 replacements.extend([
                     (
@@ -185,6 +223,8 @@ impl Envoy {
         let want = match opts.entry {
             Entry::Wasm => (1, 1),
             Entry::ExtProc => (2, 0),
+            // The access log; the gateway reads its token from its own flags.
+            Entry::Native => (1, 0),
         };
         assert_eq!(
             sent,
@@ -192,18 +232,36 @@ impl Envoy {
             "{}: (gRPC services, filter configurations) sending the internal token",
             opts.entry.config_file()
         );
-        Envoy::launch(&template, replacements).await
+        let env = match opts.entry {
+            // The gateway inside reads its flags' environment twins as a resolver would: the
+            // harness's resolvers' (no hold unless a test asks, the shipped internal token).
+            Entry::Native => vec![
+                ("SANDGATE_HOLD_BUDGET", "0".to_string()),
+                (
+                    "SANDGATE_INTERNAL_TOKEN",
+                    SHIPPED_INTERNAL_TOKEN.to_string(),
+                ),
+                ("RUST_LOG", "info,sandgate_resolver=debug".to_string()),
+            ],
+            Entry::Wasm | Entry::ExtProc => Vec::new(),
+        };
+        Envoy::launch_with_env(&template, replacements, env).await
     }
 
     /// Starts Envoy (one worker) on `template` after `replacements`, and on fresh ports: the
     /// template listens on `port_value: 8092` with its admin on `port_value: 9901`, as the
     /// shipped configurations do. Returns once the admin says LIVE.
-    pub async fn launch(template: &str, mut replacements: Vec<(&'static str, String)>) -> Envoy {
-        let envoy = artefact(
-            "SANDGATE_ENVOY",
-            "target/envoy-venv/bin/envoy",
-            "run `just envoy`",
-        );
+    pub async fn launch(template: &str, replacements: Vec<(&'static str, String)>) -> Envoy {
+        Envoy::launch_with_env(template, replacements, Vec::new()).await
+    }
+
+    /// [`Envoy::launch`] with `env` added to Envoy's environment (the embedded gateway's
+    /// `SANDGATE_*` flags' twins; none is inherited from the test's own environment).
+    pub async fn launch_with_env(
+        template: &str,
+        mut replacements: Vec<(&'static str, String)>,
+        env: Vec<(&'static str, String)>,
+    ) -> Envoy {
         let dir = tempfile::tempdir().expect("tempdir");
         let [listen, admin] = free_ports();
         replacements.extend([
@@ -214,28 +272,30 @@ impl Envoy {
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy config");
         let log = dir.path().join("envoy.log");
-        let child = Command::new(envoy)
-            .arg("-c")
-            .arg(&config_path)
-            .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-            .arg("--log-path")
-            .arg(&log)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn envoy");
         let mut e = Envoy {
-            child,
+            child: spawn(dir.path(), &config_path, &log, &env),
             addr: SocketAddr::from(([127, 0, 0, 1], listen)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
             log,
+            config: config_path,
+            env,
             _dir: dir,
         };
         e.wait_live().await;
         e
+    }
+
+    /// Kills Envoy (SIGKILL) and waits for it: the native entry's gateway goes with it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Kills Envoy and starts the same configuration again, on the same ports (a crash and
+    /// the restart a supervisor makes).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.child = spawn(self._dir.path(), &self.config, &self.log, &self.env);
+        self.wait_live().await;
     }
 
     async fn wait_live(&mut self) {
@@ -266,6 +326,31 @@ impl Envoy {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+}
+
+fn spawn(dir: &Path, config: &Path, log: &Path, env: &[(&'static str, String)]) -> Child {
+    let envoy = artefact(
+        "SANDGATE_ENVOY",
+        "target/envoy-venv/bin/envoy",
+        "run `just envoy`",
+    );
+    Command::new(envoy)
+        .arg("-c")
+        .arg(config)
+        .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
+        .arg("--log-path")
+        .arg(log)
+        .current_dir(dir)
+        .env_remove("AGENTBOX_ADMIN_KEY")
+        .env_remove("SANDGATE_INTERNAL_TOKEN_FILE")
+        .env_remove("KUBECONFIG")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn envoy")
 }
 
 /// Applies each (from, to) replacement, insisting that `from` occurs exactly once so a change

@@ -10,7 +10,8 @@ pub use crate::envoy::Entry;
 use crate::envoy::{Envoy, EnvoyOptions};
 use crate::fixtures::pod;
 use crate::http::{self, Response};
-use crate::stack::{ADMIN_KEY, KubeStack, PROPAGATION};
+use crate::process::{Resolver, free_ports};
+use crate::stack::{ADMIN_KEY, KubeStack, PROPAGATION, gateway_args as gateway_args_for};
 
 pub struct Gateway {
     pub kube: KubeStack,
@@ -55,6 +56,12 @@ impl Gateway {
         Self::launch(entry, true, resolver_args, None, None).await
     }
 
+    /// With extra resolver flags, and for the wasm entry its decision cache kept for `ttl`.
+    pub async fn start_args_cached(entry: Entry, resolver_args: &[&str], ttl: Duration) -> Gateway {
+        let ttl = (entry == Entry::Wasm).then_some(ttl);
+        Self::launch(entry, true, resolver_args, None, ttl).await
+    }
+
     /// One cluster of several: the resolver knows itself as `cluster_id`, and Envoy verifies
     /// peer gateways' certificates against `peer_ca`.
     pub async fn start_cluster(entry: Entry, cluster_id: &str, peer_ca: &Path) -> Gateway {
@@ -79,18 +86,46 @@ impl Gateway {
         // The demo stack's E2B domain, as envoy.yaml's filter configuration has it.
         let mut args = vec![E2B_DOMAIN_FLAG];
         args.extend_from_slice(resolver_args);
-        let kube = KubeStack::start(&args).await;
-        let envoy_options = EnvoyOptions {
-            entry,
-            resolver: kube.resolver.grpc,
-            resolver_http: kube.resolver.http,
-            activity_interval: TEST_ACTIVITY_INTERVAL,
-            callout_timeout: TEST_CALLOUT_TIMEOUT,
-            fail_closed,
-            peer_ca,
-            cache_ttl,
+        let options =
+            |resolver: SocketAddr, resolver_http: SocketAddr, gateway_args| EnvoyOptions {
+                entry,
+                resolver,
+                resolver_http,
+                activity_interval: TEST_ACTIVITY_INTERVAL,
+                callout_timeout: TEST_CALLOUT_TIMEOUT,
+                fail_closed,
+                peer_ca,
+                cache_ttl,
+                gateway_args,
+            };
+        let (kube, envoy_options, envoy) = if entry.resolver_process() {
+            let kube = KubeStack::start(&args).await;
+            let envoy_options = options(kube.resolver.grpc, kube.resolver.http, Vec::new());
+            let envoy = Envoy::start(&envoy_options).await;
+            (kube, envoy_options, envoy)
+        } else {
+            // The gateway starts inside Envoy, on ports chosen here.
+            let (emu, dir) = KubeStack::emulator().await;
+            let ports @ (grpc, control, http) = {
+                let [a, b, c] = free_ports();
+                let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+                (addr(a), addr(b), addr(c))
+            };
+            let mut gateway_args = vec![
+                format!("--grpc-listen={grpc}"),
+                format!("--control-listen={control}"),
+                format!("--http-listen={http}"),
+            ];
+            gateway_args.extend(gateway_args_for(&emu, dir.path(), &args));
+            let envoy_options = options(grpc, http, gateway_args.clone());
+            let envoy = Envoy::start(&envoy_options).await;
+            let resolver = Resolver::in_envoy(ports, envoy.log.clone(), gateway_args).await;
+            (
+                KubeStack::with_resolver(emu, resolver, dir),
+                envoy_options,
+                envoy,
+            )
         };
-        let envoy = Envoy::start(&envoy_options).await;
         Gateway {
             kube,
             envoy,
@@ -100,9 +135,37 @@ impl Gateway {
     }
 
     /// Replaces Envoy with a new process on the same configuration (new ports), as a rollout
-    /// or a crash would; the resolver and the sandboxes stay.
+    /// or a crash would; the resolver and the sandboxes stay. The native entry's gateway goes
+    /// with its Envoy, and the new one's starts on the same gateway ports.
     pub async fn replace_envoy(&mut self) {
+        if !self.envoy_options.entry.resolver_process() {
+            self.envoy.kill().await;
+        }
         self.envoy = Envoy::start(&self.envoy_options).await;
+        if !self.envoy_options.entry.resolver_process() {
+            self.kube.resolver.replaced().await;
+        }
+    }
+
+    /// Kills whatever decides: the resolver, or the native entry's Envoy (its gateway inside).
+    pub async fn stop_decisions(&mut self) {
+        if self.envoy_options.entry.resolver_process() {
+            self.kube.resolver.kill().await;
+        } else {
+            self.envoy.kill().await;
+        }
+    }
+
+    /// Starts what [`Gateway::stop_decisions`] killed again, on the same ports; returns once it
+    /// is ready.
+    pub async fn start_decisions(&mut self) {
+        if self.envoy_options.entry.resolver_process() {
+            self.kube.resolver.restart().await;
+        } else {
+            self.envoy.restart().await;
+            self.kube.resolver.replaced().await;
+        }
+        self.kube.resolver.wait_ready().await;
     }
 
     /// Starts an echo server for `sandbox` on `ip` (a loopback address, as its Pod IP), and
@@ -200,10 +263,37 @@ impl Gateway {
     }
 }
 
-/// Defines each listed test once per entry (`<name>::wasm`, `<name>::ext_proc`): the body is an
-/// `async fn name(entry: Entry)`, and both entries must meet the same expectations.
+/// Defines each listed test once per entry (`<name>::wasm`, `<name>::ext_proc`,
+/// `<name>::native`): the body is an `async fn name(entry: Entry)`, and every entry must meet
+/// the same expectations.
 #[macro_export]
-macro_rules! both_entries {
+macro_rules! every_entry {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn wasm() {
+                    super::$name($crate::gateway::Entry::Wasm).await
+                }
+                #[tokio::test]
+                async fn ext_proc() {
+                    super::$name($crate::gateway::Entry::ExtProc).await
+                }
+                #[tokio::test]
+                async fn native() {
+                    super::$name($crate::gateway::Entry::Native).await
+                }
+            }
+        )*
+    };
+}
+
+/// [`every_entry!`] for cases about a resolver process of its own (killed, frozen, restarted
+/// under a running Envoy): the wasm filter and ext_proc. The native entry has none; its
+/// gateway is Envoy (tests/tests/native_panics.rs and the Envoy restarts of gateway_faults.rs
+/// are its faults).
+#[macro_export]
+macro_rules! entries_with_a_resolver_process {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {

@@ -70,8 +70,15 @@ impl Outcome {
     }
 }
 
+/// Where a resolver's gateway runs: its own process, or inside the native entry's Envoy
+/// (whose process the [`crate::envoy::Envoy`] handle owns).
+enum Process {
+    Own(Child),
+    InEnvoy,
+}
+
 pub struct Resolver {
-    child: Child,
+    process: Process,
     pub grpc: SocketAddr,
     pub control: SocketAddr,
     pub http: SocketAddr,
@@ -109,14 +116,14 @@ impl Resolver {
         let [grpc, control, http] = free_ports();
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let mut r = Resolver {
-            child: spawn(
+            process: Process::Own(spawn(
                 &args,
                 internal_token.as_deref(),
                 addr(grpc),
                 addr(control),
                 addr(http),
                 &dir.path().join("resolver.log"),
-            ),
+            )),
             grpc: addr(grpc),
             control: addr(control),
             http: addr(http),
@@ -129,17 +136,56 @@ impl Resolver {
         r
     }
 
+    /// The native entry's gateway, inside an Envoy, on these ports, logging into Envoy's
+    /// `log`; returns once it is ready. It has no process of its own: [`Resolver::kill`],
+    /// `freeze`, `terminate` and `restart` are for a standalone resolver.
+    pub async fn in_envoy(
+        (grpc, control, http): (SocketAddr, SocketAddr, SocketAddr),
+        log: PathBuf,
+        args: Vec<String>,
+    ) -> Resolver {
+        let mut r = Resolver {
+            process: Process::InEnvoy,
+            grpc,
+            control,
+            http,
+            log,
+            internal_token: Some(crate::envoy::SHIPPED_INTERNAL_TOKEN.to_string()),
+            args,
+            _dir: tempfile::tempdir().expect("tempdir"),
+        };
+        r.wait_healthy().await;
+        r.wait_ready().await;
+        r
+    }
+
+    /// The native entry's Envoy was replaced (same ports): waits for the new one's gateway.
+    pub async fn replaced(&mut self) {
+        self.wait_healthy().await;
+        self.wait_ready().await;
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.process {
+            Process::Own(child) => child,
+            Process::InEnvoy => panic!(
+                "the native entry's gateway runs inside Envoy: there is no resolver process to \
+                 kill, freeze or restart (see Entry::resolver_process)"
+            ),
+        }
+    }
+
     /// Kills the process (SIGKILL: no graceful anything) and waits for it.
     pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+        let _ = self.child().kill().await;
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: its sockets stay open but nothing
     /// answers, which is how a hung resolver looks to Envoy. Returns once every thread is
     /// stopped (or running again): `kill` only queues the signal, and a thread already on a
     /// CPU can still answer a request in the meantime.
-    pub fn freeze(&self, frozen: bool) {
-        let Some(pid) = self.child.id() else { return };
+    pub fn freeze(&mut self, frozen: bool) {
+        let Some(pid) = self.child().id() else { return };
         let sig = if frozen { "-STOP" } else { "-CONT" };
         let _ = std::process::Command::new("kill")
             .args([sig, &pid.to_string()])
@@ -157,12 +203,12 @@ impl Resolver {
 
     /// Sends SIGTERM and waits for a clean exit.
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        if let Some(pid) = self.child.id() {
+        if let Some(pid) = self.child().id() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+        tokio::time::timeout(Duration::from_secs(10), self.child().wait())
             .await
             .expect("resolver did not stop within 10 s of SIGTERM")
             .expect("wait")
@@ -171,14 +217,14 @@ impl Resolver {
     /// Starts the same binary again with the same arguments and ports (after `kill`).
     pub async fn restart(&mut self) {
         self.kill().await;
-        self.child = spawn(
+        self.process = Process::Own(spawn(
             &self.args,
             self.internal_token.as_deref(),
             self.grpc,
             self.control,
             self.http,
             &self.log,
-        );
+        ));
         self.wait_healthy().await;
     }
 
@@ -189,7 +235,9 @@ impl Resolver {
     async fn wait_healthy(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Process::Own(child) = &mut self.process
+                && let Ok(Some(status)) = child.try_wait()
+            {
                 panic!("resolver exited early ({status}):\n{}", self.logs());
             }
             if let Ok((200, _)) = crate::http::get(self.http, "/healthz", None).await {
@@ -327,7 +375,9 @@ impl Resolver {
 
 impl Drop for Resolver {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        if let Process::Own(child) = &mut self.process {
+            let _ = child.start_kill();
+        }
     }
 }
 
@@ -422,7 +472,7 @@ impl Resolver {
             .find(|(k, _)| *k == "SANDGATE_INTERNAL_TOKEN")
             .map(|(_, v)| v.to_string());
         let mut r = Resolver {
-            child,
+            process: Process::Own(child),
             grpc,
             control,
             http,

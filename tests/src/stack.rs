@@ -33,6 +33,25 @@ pub struct KubeStack {
 impl KubeStack {
     /// Emulator with two tenants' key Secrets (acme, globex), and a ready resolver watching it.
     pub async fn start(extra_args: &[&str]) -> KubeStack {
+        let (emu, dir) = Self::emulator().await;
+        let resolver = resolver_on(&emu, dir.path(), extra_args).await;
+        Self::with_resolver(emu, resolver, dir)
+    }
+
+    /// A stack whose gateway was started elsewhere (inside the native entry's Envoy) with
+    /// [`gateway_args`] for `emu` and `dir`.
+    pub fn with_resolver(emu: Emulator, resolver: Resolver, dir: tempfile::TempDir) -> KubeStack {
+        KubeStack {
+            emu,
+            resolver,
+            barriers: Default::default(),
+            _dir: dir,
+        }
+    }
+
+    /// The emulator with two tenants' key Secrets (acme, globex) and the token signing keys,
+    /// and a directory for a gateway's files (its kubeconfig).
+    pub async fn emulator() -> (Emulator, tempfile::TempDir) {
         let emu = Emulator::start().await;
         emu.apply(key_secret(
             KEYS_NAMESPACE,
@@ -53,14 +72,7 @@ impl KubeStack {
             TOKEN_KEYS_SECRET,
             &[TOKEN_KEY],
         ));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let resolver = resolver_on(&emu, dir.path(), extra_args).await;
-        KubeStack {
-            emu,
-            resolver,
-            barriers: Default::default(),
-            _dir: dir,
-        }
+        (emu, tempfile::tempdir().expect("tempdir"))
     }
 
     /// Another resolver on the same emulator (a second gateway replica), ready.
@@ -101,8 +113,8 @@ impl KubeStack {
     }
 }
 
-/// A ready resolver watching `emu`, its kubeconfig written into `dir`.
-async fn resolver_on(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str]) -> Resolver {
+/// The flags of a gateway watching `emu` (its kubeconfig written into `dir`), then `extra_args`.
+pub fn gateway_args(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str]) -> Vec<String> {
     let kubeconfig = emu.write_kubeconfig(dir);
     let mut args = vec![
         "--pod-source=kube".to_string(),
@@ -111,7 +123,12 @@ async fn resolver_on(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str])
         format!("--token-keys-secret={KEYS_NAMESPACE}/{TOKEN_KEYS_SECRET}"),
     ];
     args.extend(extra_args.iter().map(|s| s.to_string()));
-    let resolver = Resolver::start(args).await;
+    args
+}
+
+/// A ready resolver watching `emu`, its kubeconfig written into `dir`.
+async fn resolver_on(emu: &Emulator, dir: &std::path::Path, extra_args: &[&str]) -> Resolver {
+    let resolver = Resolver::start(gateway_args(emu, dir, extra_args)).await;
     resolver.wait_ready().await;
     resolver
 }

@@ -1,4 +1,4 @@
-//! Access tokens through Envoy, both entries: a token minted for one sandbox opens it with no
+//! Access tokens through Envoy, every entry: a token minted for one sandbox opens it with no
 //! API key, from a header (passed on: it is the sandbox's own credential), the query parameter
 //! (removed) or the cookie (removed); a browser navigation with the query token is redirected
 //! into a cookie scoped to the sandbox's path. Every other token gets its deliberate answer:
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use sandgate_core::token;
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::fixtures::token_keys_secret;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::{self, Response};
@@ -421,7 +421,7 @@ async fn a_token_minted_by_one_replica_opens_the_sandbox_through_another() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
-both_entries!(
+every_entry!(
     a_token_opens_its_sandbox_from_a_header_the_query_or_the_cookie,
     a_navigation_with_the_query_token_is_redirected_into_a_scoped_cookie,
     every_other_token_gets_its_own_answer,

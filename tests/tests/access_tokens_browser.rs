@@ -1,5 +1,5 @@
 //! Access tokens in a real browser (Debian's headless Chromium over WebDriver, tests/src/
-//! browser.rs), through both entries, as a person opening a sandbox's web app would use them:
+//! browser.rs), through every entry, as a person opening a sandbox's web app would use them:
 //!
 //! * a page from a test origin opens a WebSocket to a sandbox with the query token and
 //!   exchanges messages;
@@ -10,8 +10,8 @@
 //!   with it;
 //! * a token for demo-a opens nothing on demo-b, and sets no cookie there.
 
-use sandgate_tests::both_entries;
 use sandgate_tests::browser::{Browser, serve_page};
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use serde_json::{Value, json};
 
@@ -165,4 +165,4 @@ async fn a_browser_carries_a_token_as_a_person_would(entry: Entry) {
     assert_eq!(got, json!({"ok": "ping"}));
 }
 
-both_entries!(a_browser_carries_a_token_as_a_person_would);
+every_entry!(a_browser_carries_a_token_as_a_person_would);

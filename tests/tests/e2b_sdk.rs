@@ -1,5 +1,5 @@
 //! The real E2B Python SDK (PyPI `e2b`, installed into target/e2b-venv by scripts/e2b-install)
-//! drives the gateway, unmodified, through both entries and both ways the SDK addresses a
+//! drives the gateway, unmodified, through every entry and both ways the SDK addresses a
 //! sandbox: the Go platform's path mode (`get_host` patched to
 //! `{gateway}/sandboxes/{id}/{port}`) and E2B's own header mode (`sandbox_url` pointed at the
 //! gateway, the sandbox named by `E2b-Sandbox-Id`/`E2b-Sandbox-Port`). The SDK sends those
@@ -30,9 +30,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use sandgate_proto::ctrlplane::v1::MintAccessTokenRequest;
-use sandgate_tests::both_entries;
 use sandgate_tests::envd::{ENVD_PORT, EnvdSandbox};
 use sandgate_tests::envoy::repo_root;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::stack::{ACME_KEY, ADMIN_KEY, GLOBEX_KEY};
 use serde_json::{Value, json};
@@ -252,7 +252,7 @@ async fn the_e2b_sdk_reaches_envd_through_the_gateway_in_both_modes(entry: Entry
     );
 }
 
-both_entries!(the_e2b_sdk_reaches_envd_through_the_gateway_in_both_modes);
+every_entry!(the_e2b_sdk_reaches_envd_through_the_gateway_in_both_modes);
 
 /// The expectations of one test that failed, each with what was seen instead.
 struct Failures {
@@ -550,4 +550,4 @@ async fn the_e2b_sdk_connects_with_a_minted_token_and_no_key(entry: Entry) {
     );
 }
 
-both_entries!(the_e2b_sdk_connects_with_a_minted_token_and_no_key);
+every_entry!(the_e2b_sdk_connects_with_a_minted_token_and_no_key);

@@ -8,14 +8,14 @@
 //! Each test opens another tenant's (globex) WebSocket and event stream through the same Envoy
 //! (one worker), sends every case over one protocol, and then asserts that each case got its
 //! deliberate answer, that the WebSocket still echoes and the event stream never stalled, and
-//! that Envoy logged no wasm VM failure. Both entries.
+//! that Envoy logged no wasm VM failure. Every entry.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::{self, Response};
 use sandgate_tests::raw;
@@ -522,4 +522,4 @@ async fn over_h2c(entry: Entry) {
     bad_bytes(entry, Proto::H2c).await
 }
 
-both_entries!(over_http1, over_h2c);
+every_entry!(over_http1, over_h2c);

@@ -207,7 +207,7 @@ async fn a_revoked_key_is_refused_long_before_the_ttl() {
 #[tokio::test]
 async fn a_silent_resolver_stops_the_cache_after_its_ttl() {
     const TTL: Duration = Duration::from_millis(400);
-    let (gw, path) = serving(TTL, Identity::new("sb-a")).await;
+    let (mut gw, path) = serving(TTL, Identity::new("sb-a")).await;
     let key = [("x-api-key", ACME_KEY)];
     warm(&gw, &path, &key).await;
     // Hung, not gone: the stream stays open and says nothing.

@@ -377,4 +377,9 @@ mod no_request_reaches_a_pod_serving_another_sandbox {
     async fn ext_proc() {
         super::no_request_reaches_a_pod_serving_another_sandbox(Entry::ExtProc).await
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn native() {
+        super::no_request_reaches_a_pod_serving_another_sandbox(Entry::Native).await
+    }
 }

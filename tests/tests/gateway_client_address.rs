@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::Response;
 use sandgate_tests::stack::ACME_KEY;
@@ -344,7 +344,7 @@ async fn a_port_scan_leaves_no_hosts_behind(entry: Entry) {
     }
 }
 
-both_entries!(
+every_entry!(
     rotating_forwarded_for_cannot_escape_the_key_limit,
     a_spoofed_forwarded_for_cannot_lock_out_its_victim,
     expect_continue_gets_its_refusal_first,

@@ -3,7 +3,7 @@
 //! gateway 2, plain or behind TLS, and decided again there; unknown or unreachable clusters
 //! and loops are 502s. Every case runs through the wasm filter and through ext_proc.
 
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::Response;
 use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY};
@@ -196,7 +196,7 @@ async fn unknown_unreachable_and_looping_clusters_are_refused(entry: Entry) {
     );
 }
 
-both_entries!(
+every_entry!(
     a_sandbox_in_another_cluster_is_reached_through_its_gateway,
     unknown_unreachable_and_looping_clusters_are_refused,
 );

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use sandgate_tests::both_entries;
 use sandgate_tests::fixtures::{key_secret, pod};
 use sandgate_tests::gateway::{Entry, Gateway, TEST_CALLOUT_TIMEOUT};
 use sandgate_tests::http::Response;
 use sandgate_tests::process::Outcome;
 use sandgate_tests::stack::{ACME_KEY, GLOBEX_KEY, KEYS_NAMESPACE, PROPAGATION};
+use sandgate_tests::{entries_with_a_resolver_process, every_entry};
 
 fn assert_refused(r: &Response, status: u16, code: &str) {
     assert_eq!(r.status, status, "{code}: {}", r.body);
@@ -266,9 +266,11 @@ async fn key_guesses_from_one_client_are_limited(entry: Entry) {
     assert_eq!(direct, Outcome::Route(format!("127.0.0.11:{port}")));
 }
 
-both_entries!(
+every_entry!(
     key_guesses_from_one_client_are_limited,
     every_refusal_has_its_status_and_json_code,
+);
+entries_with_a_resolver_process!(
     a_dead_resolver_is_a_prompt_503_and_its_return_heals,
     failing_open_still_reaches_no_sandbox,
 );

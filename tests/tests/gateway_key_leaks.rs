@@ -6,9 +6,9 @@
 //! Whatever authenticates, no header value a sandbox sees may hold any gateway key; an app's own
 //! token still passes, and so does its own `x-api-key` when the key came in `agentbox-api-key`.
 //! Sent as bytes on the wire (HTTP/1.1: some clients refuse tabs) and over
-//! h2c. Both entries.
+//! h2c. Every entry.
 
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::Response;
 use sandgate_tests::raw;
@@ -187,4 +187,4 @@ async fn no_gateway_key_reaches_a_sandbox(entry: Entry) {
     assert!(failures.is_empty(), "{entry:?}:\n{report}");
 }
 
-both_entries!(no_gateway_key_reaches_a_sandbox);
+every_entry!(no_gateway_key_reaches_a_sandbox);

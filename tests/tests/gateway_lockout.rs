@@ -9,19 +9,17 @@
 //! the first address gets 200 again.
 //!
 //! Client addresses are real: each client socket is bound to its own loopback address before it
-//! connects (no X-Forwarded-For). Both entries; ext_proc keeps nothing, so it is the reference.
+//! connects (no X-Forwarded-For). Every entry; ext_proc and native keep nothing, so they are the
+//! reference.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use sandgate_tests::both_entries;
-use sandgate_tests::envoy::{Envoy, EnvoyOptions};
-use sandgate_tests::fixtures::pod;
-use sandgate_tests::gateway::{Entry, TEST_ACTIVITY_INTERVAL, TEST_CALLOUT_TIMEOUT};
+use sandgate_tests::every_entry;
+use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::http::Response;
-use sandgate_tests::process::Outcome;
 use sandgate_tests::raw;
-use sandgate_tests::stack::{ACME_KEY, ADMIN_KEY, KubeStack, PROPAGATION};
+use sandgate_tests::stack::ACME_KEY;
 
 const LIMIT: u32 = 3;
 const WINDOW: Duration = Duration::from_secs(6);
@@ -38,57 +36,18 @@ const B: &str = "127.0.0.3";
 /// The gateway for this test: the resolver with a small failure limit and a short window,
 /// Envoy with the entry (the wasm cache kept for [`LONG_TTL`]), and sb-a's echo.
 struct Stack {
-    kube: KubeStack,
-    envoy: Envoy,
-    echo: tokio::task::JoinHandle<()>,
+    gw: Gateway,
     path: String,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.echo.abort();
-    }
 }
 
 async fn start(entry: Entry) -> Stack {
     let limit = format!("--key-failure-limit={LIMIT}");
     let window = format!("--key-failure-window={}s", WINDOW.as_secs());
-    let kube = KubeStack::start(&[limit.as_str(), window.as_str()]).await;
-    let envoy = Envoy::start(&EnvoyOptions {
-        entry,
-        resolver: kube.resolver.grpc,
-        resolver_http: kube.resolver.http,
-        activity_interval: TEST_ACTIVITY_INTERVAL,
-        callout_timeout: TEST_CALLOUT_TIMEOUT,
-        fail_closed: true,
-        peer_ca: None,
-        cache_ttl: (entry == Entry::Wasm).then_some(LONG_TTL),
-    })
-    .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.11:0")
-        .await
-        .expect("bind sb-a's echo");
-    let port = listener.local_addr().expect("echo address").port();
-    let echo = tokio::spawn(async move {
-        let _ = sandgate_tests::echo::serve(listener, "sb-a".into()).await;
-    });
-    kube.emu.apply(
-        pod("acme", "pod-a")
-            .sandbox("sb-a")
-            .phase("running")
-            .ip("127.0.0.11")
-            .json(),
-    );
-    let want = Outcome::Route(format!("127.0.0.11:{port}"));
-    let got = kube
-        .resolver
-        .resolve_until(ADMIN_KEY, "sb-a", u32::from(port), &want, PROPAGATION)
-        .await;
-    assert_eq!(got, want, "the resolver did not see sb-a");
+    let mut gw =
+        Gateway::start_args_cached(entry, &[limit.as_str(), window.as_str()], LONG_TTL).await;
+    let port = gw.sandbox("acme", "pod-a", "sb-a", "127.0.0.11").await;
     Stack {
-        kube,
-        envoy,
-        echo,
+        gw,
         path: format!("/sandboxes/sb-a/{port}/"),
     }
 }
@@ -98,12 +57,12 @@ impl Stack {
     async fn get(&self, source: &str, key: &str) -> Response {
         let ip: IpAddr = source.parse().expect("loopback address");
         let headers = [("x-api-key", key)];
-        let sent = raw::send_from(ip, self.envoy.addr, "GET", &self.path, &headers);
+        let sent = raw::send_from(ip, self.gw.envoy.addr, "GET", &self.path, &headers);
         match sent.await {
             Ok(r) => r,
             Err(e) => panic!(
                 "request from {source} failed: {e}\n{}",
-                raw::envoy_log(&self.envoy).await
+                raw::envoy_log(&self.gw.envoy).await
             ),
         }
     }
@@ -111,7 +70,8 @@ impl Stack {
     /// For the wasm entry: sends the valid request from `source` until one is answered without
     /// a Resolve (the worker's VM has its generations and keeps the answer).
     async fn warm(&self, source: &str) {
-        self.kube
+        self.gw
+            .kube
             .resolver
             .warm_cache(|| self.get(source, ACME_KEY))
             .await;
@@ -216,4 +176,4 @@ async fn a_locked_address_gets_429_even_for_a_kept_route(entry: Entry) {
     );
 }
 
-both_entries!(a_locked_address_gets_429_even_for_a_kept_route);
+every_entry!(a_locked_address_gets_429_even_for_a_kept_route);

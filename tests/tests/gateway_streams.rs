@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use sandgate_tests::both_entries;
+use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway, TEST_ACTIVITY_INTERVAL};
 use sandgate_tests::http;
 use sandgate_tests::stack::ACME_KEY;
@@ -140,7 +140,7 @@ async fn a_busy_websocket_keeps_last_active_fresh(entry: Entry) {
     round_trip(&mut ws, "still open").await;
 }
 
-both_entries!(
+every_entry!(
     websocket_round_trip,
     an_sse_stream_outlives_the_default_route_timeout,
     a_busy_websocket_keeps_last_active_fresh,

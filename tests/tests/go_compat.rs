@@ -24,8 +24,8 @@ use sandgate_proto::ctrlplane::v1::{
     EvictRouteRequest, EvictRouteResponse, GetLastActiveRequest, GetLastActiveResponse,
     PushRouteRequest, PushRouteResponse,
 };
-use sandgate_tests::both_entries;
 use sandgate_tests::emulator::Emulator;
+use sandgate_tests::every_entry;
 use sandgate_tests::fixtures::{key_secret, pod};
 use sandgate_tests::gateway::{Entry, Gateway};
 use sandgate_tests::process::{GoEntry, Outcome, Resolver, free_ports};
@@ -590,7 +590,7 @@ async fn serve_keeps_requiring_keys_and_answers_404() {
 }
 
 /// The controller's push on the legacy name, with the raw admin key, is what routes a real
-/// request through Envoy (the label index is off, so nothing else could), on both entries; its
+/// request through Envoy (the label index is off, so nothing else could), on every entry; its
 /// evict takes the route away again.
 async fn a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy(entry: Entry) {
     let mut gw = Gateway::start_args(entry, &["--index-fallback=false"]).await;
@@ -620,4 +620,4 @@ async fn a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy(e
     assert_eq!(gw.get(&path, &key).await.status, 404, "evicted");
 }
 
-both_entries!(a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy);
+every_entry!(a_route_the_controller_pushes_on_the_legacy_name_routes_through_envoy);

@@ -25,6 +25,7 @@ async fn envoy_for(resolver: &Resolver) -> Envoy {
         fail_closed: true,
         peer_ca: None,
         cache_ttl: None,
+        gateway_args: Vec::new(),
     })
     .await
 }

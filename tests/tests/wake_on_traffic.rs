@@ -1,4 +1,4 @@
-//! Wake on traffic (issue 19), through Envoy on both entries: a request for a sandbox that is
+//! Wake on traffic (issue 19), through Envoy on every entry: a request for a sandbox that is
 //! not routable yet but may be soon is held until its Pod is, instead of an instant 502; a
 //! released (or, with `--wake-unknown`, unknown) sandbox is reported to the controller once
 //! however many clients wait, over `WatchWakeRequests` or the webhook; a hold that runs out of
@@ -11,13 +11,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sandgate_tests::both_entries;
 use sandgate_tests::controller::{Claim, Controller, Wake};
 use sandgate_tests::fixtures::{ARMED, pod};
 use sandgate_tests::gateway::{Entry, Gateway, TEST_CALLOUT_TIMEOUT};
 use sandgate_tests::http::{self, Response};
 use sandgate_tests::process::{Resolver, eventually};
 use sandgate_tests::stack::{ACME_KEY, PROPAGATION};
+use sandgate_tests::{entries_with_a_resolver_process, every_entry};
 use tokio::task::JoinHandle;
 
 const NS: &str = "acme";
@@ -677,7 +677,7 @@ async fn hold_and_wake_metrics_move(entry: Entry) {
     held_now(r, 0).await;
 }
 
-both_entries!(
+every_entry!(
     a_request_to_a_starting_pod_is_held_until_it_runs,
     a_request_is_held_until_the_pod_has_an_ip_and_is_armed,
     a_held_request_ends_at_once_when_its_pod_fails_or_moves,
@@ -689,7 +689,9 @@ both_entries!(
     a_client_that_leaves_while_held_costs_nothing_afterwards,
     a_sandbox_that_never_comes_up_is_503_sandbox_starting_after_the_budget,
     past_the_caps_a_request_is_refused_at_once,
+    hold_and_wake_metrics_move,
+);
+entries_with_a_resolver_process!(
     a_resolver_killed_during_a_hold_is_503_within_the_callout_timeout,
     a_resolver_hung_during_a_hold_is_503_within_the_callout_timeout,
-    hold_and_wake_metrics_move,
 );

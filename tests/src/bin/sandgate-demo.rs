@@ -1,7 +1,8 @@
 //! `sandgate-demo run|up [wasm|extproc]`: the demo stack on its fixed, documented addresses.
 //!
-//! Envoy on 127.0.0.1:8092 with envoy.yaml (the wasm filter) or envoy-extproc.yaml (ext_proc)
-//! as shipped, the resolver reading demo/ (static
+//! Envoy on 127.0.0.1:8092 with envoy.yaml (the wasm filter), envoy-extproc.yaml (ext_proc) or
+//! envoy-native.yaml (the native module, the resolver's gateway inside Envoy) as shipped, the
+//! resolver reading demo/ (static
 //! inventory, keys, admin key, the internal token Envoy sends it, access-token signing keys)
 //! on its default ports, and two echo sandboxes: demo-a (tenant
 //! acme) on 127.0.0.11:8080 and demo-b (tenant globex) on 127.0.0.12:8080. `run` sends a few
@@ -93,29 +94,12 @@ impl Stack {
             }));
             println!("sandbox  {id} (echo) on {addr}");
         }
-        let resolver_bin = std::env::current_exe()?
-            .parent()
-            .context("binary directory")?
-            .join("sandgate-resolver");
-        let demo = root.join("demo");
-        let resolver = spawn(
-            Command::new(&resolver_bin)
-                .arg("serve")
-                .args(["--pod-source", "inventory"])
-                .arg("--inventory")
-                .arg(demo.join("pods.yaml"))
-                .arg("--keys-file")
-                .arg(demo.join("keys.yaml"))
-                .arg("--admin-key-file")
-                .arg(demo.join("admin-keys"))
-                .arg("--internal-token-file")
-                .arg(demo.join("internal-token"))
-                .arg("--token-keys-file")
-                .arg(demo.join("token-keys"))
-                .arg(sandgate_tests::gateway::E2B_DOMAIN_FLAG),
-            &logs.join("resolver.log"),
-        )
-        .with_context(|| format!("starting {}", resolver_bin.display()))?;
+        let mut children = Vec::new();
+        // The native entry's gateway is inside Envoy, started with envoy-native.yaml's flags
+        // (the same demo/ files, the same default ports).
+        if entry != Entry::Native {
+            children.push(start_resolver(root, logs)?);
+        }
         let envoy = spawn(
             Command::new(envoy).current_dir(root).args([
                 "-c",
@@ -127,10 +111,15 @@ impl Stack {
             &logs.join("envoy.log"),
         )
         .with_context(|| format!("starting {}", envoy.display()))?;
-        let mut children = vec![resolver, envoy];
+        children.push(envoy);
         wait_ok(&mut children, RESOLVER_HTTP, "/readyz", "resolver", logs).await?;
         println!(
-            "resolver ready: Resolve 127.0.0.1:50051, control 127.0.0.1:50052, http {RESOLVER_HTTP}"
+            "resolver ready: Resolve 127.0.0.1:50051, control 127.0.0.1:50052, http {RESOLVER_HTTP}{}",
+            if entry == Entry::Native {
+                " (inside Envoy)"
+            } else {
+                ""
+            }
         );
         wait_ok(&mut children, ENVOY_ADMIN, "/ready", "envoy", logs).await?;
         println!(
@@ -142,6 +131,33 @@ impl Stack {
             _echo: echo,
         })
     }
+}
+
+/// The standalone resolver on demo/ and its default ports.
+fn start_resolver(root: &Path, logs: &Path) -> anyhow::Result<Child> {
+    let resolver_bin = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .join("sandgate-resolver");
+    let demo = root.join("demo");
+    spawn(
+        Command::new(&resolver_bin)
+            .arg("serve")
+            .args(["--pod-source", "inventory"])
+            .arg("--inventory")
+            .arg(demo.join("pods.yaml"))
+            .arg("--keys-file")
+            .arg(demo.join("keys.yaml"))
+            .arg("--admin-key-file")
+            .arg(demo.join("admin-keys"))
+            .arg("--internal-token-file")
+            .arg(demo.join("internal-token"))
+            .arg("--token-keys-file")
+            .arg(demo.join("token-keys"))
+            .arg(sandgate_tests::gateway::E2B_DOMAIN_FLAG),
+        &logs.join("resolver.log"),
+    )
+    .with_context(|| format!("starting {}", resolver_bin.display()))
 }
 
 fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Child> {
@@ -316,10 +332,11 @@ async fn tour(entry: Entry) -> anyhow::Result<()> {
     .await?;
     println!("\n▶ last activity (resolver /v1/last-active, admin key)\n  {last}");
     let via = match entry {
-        Entry::Wasm => "the wasm filter",
-        Entry::ExtProc => "ext_proc",
+        Entry::Wasm => "Envoy, the wasm filter and the resolver",
+        Entry::ExtProc => "Envoy, ext_proc and the resolver",
+        Entry::Native => "Envoy and the native module's gateway inside it",
     };
-    println!("\ndemo ok: every request went through Envoy, {via} and the resolver");
+    println!("\ndemo ok: every request went through {via}");
     Ok(())
 }
 
