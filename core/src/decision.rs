@@ -96,10 +96,10 @@ fn push_json_escaped(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if (c as u32) < 0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.push_str("\\u00");
-                out.push(HEX[(c as usize) >> 4] as char);
-                out.push(HEX[(c as usize) & 0xf] as char);
+                for digit in [c as u32 >> 4, c as u32 & 0xf] {
+                    out.push(char::from_digit(digit, 16).unwrap_or('0'));
+                }
             }
             c => out.push(c),
         }

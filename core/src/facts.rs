@@ -24,8 +24,8 @@ pub fn validate_sandbox_id(id: &str) -> Result<&str, Deny> {
     let charset_ok = bytes
         .iter()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    let ends_ok =
-        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    let ends_ok = bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric);
     if charset_ok && ends_ok {
         Ok(id)
     } else {

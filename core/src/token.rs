@@ -124,7 +124,10 @@ impl Claims {
     /// [`Claims::check`].
     pub fn encode(&self, mac: &[u8; MAC_LEN]) -> String {
         let signed = self.signed_bytes();
-        let mut raw = signed[TOKEN_PREFIX.len()..].to_vec();
+        let mut raw = signed
+            .get(TOKEN_PREFIX.len()..)
+            .unwrap_or_default()
+            .to_vec();
         raw.extend_from_slice(mac);
         let mut out = String::from(TOKEN_PREFIX);
         base64url_encode(&raw, &mut out);
@@ -238,14 +241,11 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 
 fn base64url_encode(bytes: &[u8], out: &mut String) {
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
         for i in 0..=chunk.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            let sextet = (n >> (18 - 6 * i) & 63) as usize;
+            out.extend(ALPHABET.get(sextet).map(|b| char::from(*b)));
         }
     }
 }
@@ -274,10 +274,10 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
         }
         let bytes = n.to_be_bytes();
         let keep = chunk.len() - 1;
-        if bytes[1 + keep..].iter().any(|b| *b != 0) {
+        if bytes.get(1 + keep..)?.iter().any(|b| *b != 0) {
             return None;
         }
-        out.extend_from_slice(&bytes[1..=keep]);
+        out.extend_from_slice(bytes.get(1..=keep)?);
     }
     Some(out)
 }
@@ -302,9 +302,9 @@ pub fn http_date(unix: u64) -> String {
     let year = yoe + era * 400 + u64::from(month <= 2);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
+        DAYS.get((days % 7) as usize).unwrap_or(&"Thu"),
         day,
-        MONTHS[(month - 1) as usize],
+        MONTHS.get((month - 1) as usize).unwrap_or(&"Jan"),
         year,
         secs / 3600,
         secs / 60 % 60,

@@ -75,7 +75,7 @@ impl RouteCache {
     /// The live route for `sandbox_id`. An expired entry reads as absent; it is removed later by
     /// [`RouteCache::sweep`], never here, so the read path does not write.
     pub fn get(&self, sandbox_id: &str) -> Option<Arc<Route>> {
-        let shard = self.shards[self.shard_of(sandbox_id)].load();
+        let shard = self.shards.get(self.shard_of(sandbox_id))?.load();
         let route = shard.get(sandbox_id)?;
         (route.expires_at_ms > self.now_ms()).then(|| Arc::clone(route))
     }
@@ -111,7 +111,9 @@ impl RouteCache {
                 pod_name: pod_name.into(),
                 expires_at_ms,
             });
-            batches[self.shard_of(sandbox_id)].push((sandbox_id.into(), route));
+            if let Some(batch) = batches.get_mut(self.shard_of(sandbox_id)) {
+                batch.push((sandbox_id.into(), route));
+            }
             ids.push(sandbox_id);
         }
         for (shard, batch) in batches.into_iter().enumerate() {
@@ -146,9 +148,9 @@ impl RouteCache {
     pub fn sweep(&self) -> usize {
         let now = self.now_ms();
         let mut removed = 0;
-        for i in 0..self.shards.len() {
+        for (i, shard) in self.shards.iter().enumerate() {
             // Most sweeps find nothing: check the live map before paying for a clone.
-            if !self.shards[i]
+            if !shard
                 .load()
                 .values()
                 .any(|r| r.expires_at_ms <= now)
@@ -177,10 +179,13 @@ impl RouteCache {
     /// Clone-mutate-swap of one shard. `mutate` returns whether it changed anything; when it did
     /// not, the clone is dropped and readers keep the current map.
     fn update(&self, shard: usize, mutate: impl FnOnce(&mut Shard) -> bool) {
-        let _writer = self.writers[shard].lock();
-        let mut next = Shard::clone(&self.shards[shard].load());
+        let (Some(writer), Some(slot)) = (self.writers.get(shard), self.shards.get(shard)) else {
+            return;
+        };
+        let _writer = writer.lock();
+        let mut next = Shard::clone(&slot.load());
         if mutate(&mut next) {
-            self.shards[shard].store(Arc::new(next));
+            slot.store(Arc::new(next));
         }
     }
 

@@ -110,8 +110,8 @@ fn check_object_name(field: &str, v: &str) -> Result<(), Status> {
         && v.len() <= 253
         && v.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && v.as_bytes()[0].is_ascii_alphanumeric()
-        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+        && v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && v.as_bytes().last().is_some_and(u8::is_ascii_alphanumeric);
     if ok {
         Ok(())
     } else {

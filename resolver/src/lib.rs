@@ -8,6 +8,18 @@
 //! gRPC port, the admin key on the control port). [`serve`] wires them together; [`config`]
 //! is the typed CLI.
 
+// The decision path runs inside Envoy in the native entry, where a panic fails a request (and
+// would abort Envoy without the module's guard): the wasm filter's no-panic rules, outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 pub mod accesslog;
 pub mod activity;
 pub mod cache;
