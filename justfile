@@ -6,7 +6,7 @@ default: test
 # The bench runs in smoke mode (seconds) too, so the bench code cannot rot.
 # Every test: formatting, lints, unit tests, integration tests with the real binaries, bench
 # smoke, a short fuzz run.
-test: lint build wasm envoy e2b browser wasm-test deploy-check (image "dev")
+test: lint build wasm (native "dev") envoy e2b browser wasm-test deploy-check (image "dev")
     #!/usr/bin/env bash
     set -euo pipefail
     # nextest gives each test its own process and a per-test timeout; cargo test is the fallback.
@@ -90,13 +90,16 @@ e2b:
     @scripts/e2b-install >/dev/null
 
 # Starts the demo stack (Envoy :8092, resolver, demo-a/demo-b), sends a few real requests
-# through it, prints what happened, stops. ENTRY: wasm (envoy.yaml) or extproc (envoy-extproc.yaml).
+# through it, prints what happened, stops. ENTRY: wasm (envoy.yaml), extproc
+# (envoy-extproc.yaml) or native (envoy-native.yaml: the resolver's gateway inside Envoy).
 # Build everything and route real requests through Envoy to two demo sandboxes.
 demo ENTRY="wasm": build wasm envoy
+    if [ "{{ENTRY}}" = native ]; then scripts/native-build dev; fi
     SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo run {{ENTRY}}
 
 # The demo stack in the foreground until Ctrl-C (ENTRY as for demo).
 up ENTRY="wasm": build wasm envoy
+    if [ "{{ENTRY}}" = native ]; then scripts/native-build dev; fi
     SANDGATE_ENVOY="$(scripts/envoy-install)" ./target/debug/sandgate-demo up {{ENTRY}}
 
 # Run the resolver against a static inventory (see README); extra flags are passed through.

@@ -115,15 +115,29 @@ pub fn parse_args(args: &[String]) -> Result<ServeArgs, String> {
     Ok(flags.serve)
 }
 
+/// Whether this process is Envoy checking a configuration (`envoy --mode validate`): it loads
+/// the module and creates its configurations, then exits.
+fn validating() -> bool {
+    std::fs::read("/proc/self/cmdline").is_ok_and(|cmdline| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.iter().any(|a| *a == b"--mode=validate")
+            || args
+                .windows(2)
+                .any(|w| matches!(w, [flag, mode] if *flag == b"--mode" && *mode == b"validate"))
+    })
+}
+
 /// The process's gateway, started by the first call; a later configuration must carry the
 /// same flags (one gateway per Envoy process: its listeners and stores are the process's).
-pub fn start(args: &[String], threads: usize) -> Result<&'static Embedded, String> {
+/// `None` when Envoy only validates: the flags are checked, nothing is started (no port bound,
+/// no Kubernetes API called).
+pub fn start(args: &[String], threads: usize) -> Result<Option<&'static Embedded>, String> {
     let _one_at_a_time = STARTING
         .lock()
         .map_err(|_| "an earlier start failed".to_string())?;
     if let Some(running) = EMBEDDED.get() {
         return if running.args == args {
-            Ok(running)
+            Ok(Some(running))
         } else {
             Err(format!(
                 "this Envoy already runs a gateway with other flags ({:?}); one per process",
@@ -132,6 +146,10 @@ pub fn start(args: &[String], threads: usize) -> Result<&'static Embedded, Strin
         };
     }
     let serve_args = parse_args(args)?;
+    if validating() {
+        tracing::info!("envoy validates its configuration: the gateway's flags are valid");
+        return Ok(None);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("sandgate-gateway")
@@ -162,7 +180,7 @@ pub fn start(args: &[String], threads: usize) -> Result<&'static Embedded, Strin
             }
         })
         .map_err(|e| format!("starting the gateway's thread: {e}"))?;
-    Ok(embedded)
+    Ok(Some(embedded))
 }
 
 #[cfg(test)]

@@ -238,22 +238,46 @@ struct FilterConfig {
     noop: bool,
 }
 
+/// One stream's object: its filter and, in the panic test's build, the hook a request asked to
+/// panic in (read with the request's headers, which later hooks cannot see).
+struct Stream {
+    filter: Filter,
+    #[cfg(feature = "forced-panic")]
+    panic_in: Option<String>,
+}
+
+impl Stream {
+    fn new(filter: Filter) -> Stream {
+        Stream {
+            filter,
+            #[cfg(feature = "forced-panic")]
+            panic_in: None,
+        }
+    }
+}
+
 /// # Safety
 /// `module` is a pointer [`envoy_dynamic_module_on_http_filter_new`] returned and Envoy has
 /// not destroyed yet; Envoy calls a stream's hooks on one thread, one at a time.
-unsafe fn filter<'a>(module: FilterModulePtr) -> Option<&'a mut Filter> {
+unsafe fn stream<'a>(module: FilterModulePtr) -> Option<&'a mut Stream> {
     // SAFETY: the caller's promise.
-    unsafe { (module as *mut Filter).as_mut() }
+    unsafe { (module as *mut Stream).as_mut() }
 }
 
+/// The panic test's build: panics in `hook` when the stream's request asked for it
+/// (`x-sandgate-panic: <hook>`).
 #[cfg(feature = "forced-panic")]
-fn forced_panic(host: &EnvoyHost, hook: &str) {
-    let headers = host.request_headers();
-    if headers
-        .pairs()
-        .iter()
-        .any(|(k, v)| *k == b"x-sandgate-panic" && *v == hook.as_bytes())
-    {
+fn forced_panic(host: &EnvoyHost, stream: Option<&mut Stream>, hook: &str) {
+    let Some(stream) = stream else { return };
+    if hook == "request_headers" {
+        stream.panic_in = host
+            .request_headers()
+            .pairs()
+            .iter()
+            .find(|(k, _)| *k == b"x-sandgate-panic")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    }
+    if stream.panic_in.as_deref() == Some(hook) {
         #[allow(clippy::panic)]
         {
             panic!("forced in {hook} (x-sandgate-panic)");
@@ -262,7 +286,7 @@ fn forced_panic(host: &EnvoyHost, hook: &str) {
 }
 
 #[cfg(not(feature = "forced-panic"))]
-fn forced_panic(_: &EnvoyHost, _: &str) {}
+fn forced_panic(_: &EnvoyHost, _: Option<&mut Stream>, _: &str) {}
 
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> AbiVersionModulePtr {
@@ -292,7 +316,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 let embedded = if c.noop {
                     None
                 } else {
-                    Some(embedded::start(&c.args, c.runtime_threads)?)
+                    embedded::start(&c.args, c.runtime_threads)?
                 };
                 Ok(FilterConfig {
                     embedded,
@@ -341,7 +365,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Some(c) => Filter::new(c.embedded, c.fail_closed, c.noop),
             None => Filter::new(None, true, false),
         };
-        Box::into_raw(Box::new(filter)) as FilterModulePtr
+        Box::into_raw(Box::new(Stream::new(filter))) as FilterModulePtr
     };
     guard(
         "on_http_filter_new",
@@ -360,7 +384,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: FilterModu
         || {
             if !module.is_null() {
                 // SAFETY: made by filter_new with Box::into_raw, destroyed once, last.
-                drop(unsafe { Box::from_raw(module as *mut Filter) });
+                drop(unsafe { Box::from_raw(module as *mut Stream) });
             }
         },
         || {},
@@ -380,10 +404,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             let host = EnvoyHost {
                 filter: filter_envoy,
             };
-            forced_panic(&host, "request_headers");
             // SAFETY: Envoy's per-stream pointer, in one of its hooks.
-            let flow = match unsafe { filter(module) } {
-                Some(f) => f.on_request_headers(&host),
+            let mut stream = unsafe { stream(module) };
+            forced_panic(&host, stream.as_deref_mut(), "request_headers");
+            let flow = match stream {
+                Some(s) => s.filter.on_request_headers(&host),
                 None => refuse(
                     &host,
                     &sandgate_core::Deny::new(
@@ -415,8 +440,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
         "on_http_filter_scheduled",
         || {
             // SAFETY: Envoy's per-stream pointer, in one of its hooks.
-            if let Some(f) = unsafe { filter(module) } {
-                f.on_scheduled(&EnvoyHost {
+            if let Some(s) = unsafe { stream(module) } {
+                s.filter.on_scheduled(&EnvoyHost {
                     filter: filter_envoy,
                 });
             }
@@ -429,7 +454,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
 #[unsafe(no_mangle)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: FilterEnvoyPtr,
-    _module: FilterModulePtr,
+    module: FilterModulePtr,
     _end_of_stream: bool,
 ) -> ResponseHeadersStatus {
     guard(
@@ -439,6 +464,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
                 &EnvoyHost {
                     filter: filter_envoy,
                 },
+                // SAFETY: Envoy's per-stream pointer, in one of its hooks.
+                unsafe { stream(module) },
                 "response_headers",
             );
             RESPONSE_HEADERS_STATUS_CONTINUE

@@ -120,6 +120,12 @@ impl Envoy {
     /// Renders the entry's shipped configuration for `opts` and starts Envoy; returns once its
     /// admin says LIVE.
     pub async fn start(opts: &EnvoyOptions) -> Envoy {
+        Envoy::start_module(opts, None).await
+    }
+
+    /// [`Envoy::start`]; the native entry loads `module` instead of the built
+    /// target/native/libsandgate_native.so (or `$SANDGATE_NATIVE`).
+    pub async fn start_module(opts: &EnvoyOptions, module: Option<&Path>) -> Envoy {
         let mut replacements = vec![
             (
                 "address: 127.0.0.1, port_value: 50051",
@@ -180,11 +186,13 @@ impl Envoy {
                 }
             }
             Entry::Native => {
-                let module = artefact(
-                    "SANDGATE_NATIVE",
-                    "target/native/libsandgate_native.so",
-                    "run `just native`",
-                );
+                let module = module.map(Path::to_path_buf).unwrap_or_else(|| {
+                    artefact(
+                        "SANDGATE_NATIVE",
+                        "target/native/libsandgate_native.so",
+                        "run `just native`",
+                    )
+                });
                 let args = serde_json::to_string(&opts.gateway_args).expect("flags as JSON");
                 replacements.extend([
                     (

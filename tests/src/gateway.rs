@@ -17,6 +17,8 @@ pub struct Gateway {
     pub kube: KubeStack,
     pub envoy: Envoy,
     envoy_options: EnvoyOptions,
+    /// The native module Envoy loads instead of the built one.
+    module: Option<PathBuf>,
     upstreams: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -44,6 +46,13 @@ impl Gateway {
     /// With the entry failing closed (503) or open as given.
     pub async fn start_with(entry: Entry, fail_closed: bool) -> Gateway {
         Self::launch(entry, fail_closed, &[], None, None).await
+    }
+
+    /// The native entry with `module` loaded instead of the built one (the panic test's).
+    pub async fn start_native_module(module: &Path) -> Gateway {
+        let mut gw = Self::launch_with(Entry::Native, true, &[], None, None, Some(module)).await;
+        gw.module = Some(module.to_path_buf());
+        gw
     }
 
     /// The wasm entry with the filter's decision cache kept for `ttl` (0: off).
@@ -83,6 +92,17 @@ impl Gateway {
         peer_ca: Option<PathBuf>,
         cache_ttl: Option<Duration>,
     ) -> Gateway {
+        Self::launch_with(entry, fail_closed, resolver_args, peer_ca, cache_ttl, None).await
+    }
+
+    async fn launch_with(
+        entry: Entry,
+        fail_closed: bool,
+        resolver_args: &[&str],
+        peer_ca: Option<PathBuf>,
+        cache_ttl: Option<Duration>,
+        module: Option<&Path>,
+    ) -> Gateway {
         // The demo stack's E2B domain, as envoy.yaml's filter configuration has it.
         let mut args = vec![E2B_DOMAIN_FLAG];
         args.extend_from_slice(resolver_args);
@@ -118,7 +138,7 @@ impl Gateway {
             ];
             gateway_args.extend(gateway_args_for(&emu, dir.path(), &args));
             let envoy_options = options(grpc, http, gateway_args.clone());
-            let envoy = Envoy::start(&envoy_options).await;
+            let envoy = Envoy::start_module(&envoy_options, module).await;
             let resolver = Resolver::in_envoy(ports, envoy.log.clone(), gateway_args).await;
             (
                 KubeStack::with_resolver(emu, resolver, dir),
@@ -130,6 +150,7 @@ impl Gateway {
             kube,
             envoy,
             envoy_options,
+            module: None,
             upstreams: Vec::new(),
         }
     }
@@ -141,7 +162,7 @@ impl Gateway {
         if !self.envoy_options.entry.resolver_process() {
             self.envoy.kill().await;
         }
-        self.envoy = Envoy::start(&self.envoy_options).await;
+        self.envoy = Envoy::start_module(&self.envoy_options, self.module.as_deref()).await;
         if !self.envoy_options.entry.resolver_process() {
             self.kube.resolver.replaced().await;
         }
