@@ -1,7 +1,7 @@
 //! Cross-cluster routing end to end: two complete stacks on loopback (Envoy, resolver, API
 //! emulator, echo sandboxes each). A request to gateway 1 for `c2.<uuid>` is forwarded to
 //! gateway 2, plain or behind TLS, and decided again there; unknown or unreachable clusters
-//! and loops are 502s. Every case runs through the wasm filter and through ext_proc.
+//! and loops are 502s. Every case runs through every entry.
 
 use sandgate_tests::every_entry;
 use sandgate_tests::gateway::{Entry, Gateway};
@@ -91,6 +91,21 @@ async fn a_sandbox_in_another_cluster_is_reached_through_its_gateway(entry: Entr
         )
         .await;
     assert_refused(&other_tenant, 403, "forbidden", U2);
+
+    // The peer gateway by a DNS name: the first decision waits for the system resolver (the
+    // native entry finishes it off the worker and resumes the request on it).
+    let by_name = format!(
+        "clusters:\n- id: c2\n  gateway:\n    dataURL: http://localhost:{}\n",
+        gw2.envoy.addr.port()
+    );
+    assert_eq!(control.push_clusters(&by_name).await.expect("push"), 1);
+    let r = gw1.get("/by-name", &by_header).await;
+    assert_eq!(
+        (r.status, r.json()["sandbox"].as_str()),
+        (200, Some(U2)),
+        "{}",
+        r.body
+    );
 
     // The peer gateway behind TLS, its certificate from the test's CA, its name by alias.
     let front = TlsFront::start(&ca, gw2.envoy.addr).await;
