@@ -34,24 +34,32 @@ bench MODE="full": wasm envoy
     export SANDGATE_WRK="$(scripts/wrk-install)" SANDGATE_ENVOY="$(scripts/envoy-install)"
     case "{{MODE}}" in
     full)
+        # The native module as shipped (release), for `noop_native` and `native`.
+        scripts/native-build release
         cargo build --release -p sandgate-resolver -p sandgate-bench --bins
         # Fresh estimates only: the report must not pick up an older run's numbers.
         rm -rf target/criterion
         cargo bench -p sandgate-resolver --bench resolver -- --warm-up-time 1 --measurement-time 3
+        # One native decision on the worker (bench/benches/native.rs): native_decision_ns.
+        cargo bench -p sandgate-bench --bench native -- --warm-up-time 1 --measurement-time 3
         ./target/release/sandgate-bench full ;;
     smoke)
+        scripts/native-build dev
         cargo build -p sandgate-resolver -p sandgate-bench --bins
         # Criterion in test mode: each benchmark body runs once, checked, not timed.
         cargo test -q -p sandgate-resolver --bench resolver
+        cargo test -q -p sandgate-bench --bench native
         ./target/debug/sandgate-bench smoke ;;
     *)
         echo "usage: just bench [full|smoke]" >&2
         exit 2 ;;
     esac
 
-# deploy/ offline: manifests against the Kubernetes schemas (kubernetes-validate, in a venv),
-# and the Pod's Envoy configuration against envoy.yaml and `envoy --mode validate`.
-deploy-check: wasm envoy
+# deploy/ offline, both variants (deploy/base, deploy/native): rendered with kustomize, every
+# object against the Kubernetes schemas (kubernetes-validate, in a venv), each Pod's Envoy
+# configuration against envoy.yaml / envoy-native.yaml and `envoy --mode validate` (which loads
+# the filter and the module).
+deploy-check: wasm (native "dev") envoy
     scripts/deploy-check
 
 # rustfmt and clippy, warnings denied; hadolint on the Containerfile.

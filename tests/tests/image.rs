@@ -1,8 +1,9 @@
 //! The OCI image `just image` builds (target/image/sandgate.oci.tar), inspected rather than
 //! trusted: its configuration, the files deploy/ uses, its size; then the resolver runs from
 //! the image's root filesystem (chroot) against the Kubernetes API emulator until ready, under
-//! both names, deploy/'s init container copies the filter with the image's own `cp`, and Envoy
-//! validates the Pod's configuration (scripts/deploy-check) with that filter.
+//! both names, deploy/'s init containers copy the filter (deploy/base) and the native module
+//! (deploy/native) with the image's own `cp`, and Envoy validates both Pods' configurations
+//! (scripts/deploy-check) with what they copied.
 //!
 //! Needs the archive (`just image`; `just test` builds it first) and root (chroot, layers
 //! unpacked with their owners). Missing either is a failure, never a skip.
@@ -19,8 +20,11 @@ use serde_json::Value;
 
 const USER: &str = "65532:65532";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Compressed layers, base included: a regression guard, well above today's size.
-const MAX_COMPRESSED: u64 = 25 << 20;
+/// Compressed layers, base included: a regression guard, well above today's size (about 27 MiB
+/// with the dev build's resolver and module, each about 10 MiB compressed).
+const MAX_COMPRESSED: u64 = 40 << 20;
+/// Where the image carries the native module (Containerfile; deploy/native's init container).
+const MODULE: &str = "usr/share/sandgate/libsandgate_native.so";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,14 +178,16 @@ fn config_entrypoint_user_ports_labels() {
     }
     assert_eq!(config["os"], "linux");
 
-    // deploy/ pulls the tag the archive carries (kustomization.yaml `images:`).
-    let kustomization =
-        std::fs::read_to_string(repo().join("deploy/base/kustomization.yaml")).unwrap();
+    // deploy/ pulls the tag the archive carries (kustomization.yaml `images:`), both variants.
     let tag = format!("newTag: \"{}\"", env!("CARGO_PKG_VERSION"));
-    assert!(
-        kustomization.contains(&tag),
-        "deploy/base/kustomization.yaml must set {tag} (the version `just image` tags)"
-    );
+    for variant in ["base", "native"] {
+        let path = format!("deploy/{variant}/kustomization.yaml");
+        let kustomization = std::fs::read_to_string(repo().join(&path)).unwrap();
+        assert!(
+            kustomization.contains(&tag),
+            "{path} must set {tag} (the version `just image` tags)"
+        );
+    }
 }
 
 #[test]
@@ -202,6 +208,28 @@ fn files_deploy_uses_no_shell_and_the_size() {
     );
     let wasm = std::fs::read(root.join("usr/share/sandgate/sandgate_filter.wasm")).expect("filter");
     assert!(wasm.starts_with(b"\0asm"), "the filter is a wasm module");
+    // The native module: a shared object (ELF, ET_DYN) exporting Envoy's dynamic-module entry
+    // points, readable by every user (Envoy's container loads the copy the init container made).
+    let module = meta(MODULE).expect("the native module");
+    assert!(module.is_file());
+    assert_eq!(module.permissions().mode() & 0o7777, 0o644);
+    assert_eq!((module.uid(), module.gid()), (0, 0), "owned by root");
+    let so = std::fs::read(root.join(MODULE)).unwrap();
+    assert!(so.starts_with(b"\x7fELF"), "the module is an ELF file");
+    assert_eq!(
+        so.get(16..18),
+        Some(&[3u8, 0][..]),
+        "ET_DYN: a shared object"
+    );
+    for symbol in [
+        "envoy_dynamic_module_on_program_init",
+        "envoy_dynamic_module_on_http_filter_config_new",
+    ] {
+        assert!(
+            so.windows(symbol.len()).any(|w| w == symbol.as_bytes()),
+            "the module names {symbol}"
+        );
+    }
     let link = std::fs::read_link(root.join("envoyextproc")).expect("/envoyextproc is a symlink");
     assert_eq!(link, Path::new("/usr/local/bin/sandgate-resolver"));
     assert!(meta("/etc/ssl/certs/ca-certificates.crt").is_ok_and(|m| m.len() > 100_000));
@@ -282,27 +310,59 @@ fn files_deploy_uses_no_shell_and_the_size() {
         "the image grew to {:.1} MiB compressed",
         mb(compressed)
     );
+    let mut largest = [files[0].1.clone(), files[1].1.clone()];
+    largest.sort();
     assert_eq!(
-        files[0].1,
-        root.join("usr/local/bin/sandgate-resolver"),
-        "the resolver should be the largest file"
+        largest,
+        [
+            root.join("usr/local/bin/sandgate-resolver"),
+            root.join(MODULE)
+        ],
+        "the resolver and the module (each the gateway) should be the two largest files"
     );
 }
 
-/// The `filter` init container's command, as deployment.yaml writes it (one flow sequence).
-fn init_container_copy() -> Vec<String> {
-    let deployment =
-        std::fs::read_to_string(repo().join("deploy/base/deployment.yaml")).expect("deployment");
-    let line = deployment
+/// The copying init container's command, as `deployment` (deploy/base's `filter`, deploy/native's
+/// `module`) writes it (one flow sequence).
+fn init_container_copy(deployment: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join(deployment)).expect("deployment");
+    let line = text
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with("command: [cp,"))
-        .expect("deployment.yaml: the filter init container's `command: [cp, …]`");
+        .unwrap_or_else(|| panic!("{deployment}: the init container's `command: [cp, …]`"));
     line.trim_start_matches("command: [")
         .trim_end_matches(']')
         .split(',')
         .map(|s| s.trim().to_string())
         .collect()
+}
+
+/// Runs a copying init container's command in the image, as the image's user, into the
+/// directory of an empty volume it owns (as the kubelet makes it); checks that the copy is the
+/// image's file, and returns the copy's path.
+async fn copy_as_init_container(image: &Unpacked, deployment: &str) -> PathBuf {
+    let root = image.rootfs();
+    let copy = init_container_copy(deployment);
+    assert_eq!(copy.len(), 3, "{deployment}: `cp SOURCE DEST`: {copy:?}");
+    let target = root.join(copy[2].trim_start_matches('/'));
+    let volume = target.parent().expect("DEST is in a volume");
+    std::fs::create_dir_all(volume).unwrap();
+    run(Command::new("chown").arg(USER).arg(volume));
+    let status = image
+        .command(&copy[0])
+        .args(&copy[1..])
+        .stdin(Stdio::null())
+        .status()
+        .await
+        .expect("run the init container's command");
+    assert!(status.success(), "{copy:?} in the image: {status}");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(root.join(copy[1].trim_start_matches('/'))).unwrap(),
+        "{deployment}: {copy:?}"
+    );
+    target
 }
 
 async fn wait_ready(what: &str, http: SocketAddr, child: &mut tokio::process::Child, log: &Path) {
@@ -321,28 +381,24 @@ async fn wait_ready(what: &str, http: SocketAddr, child: &mut tokio::process::Ch
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn resolver_runs_from_the_image_and_envoy_loads_its_filter() {
+async fn resolver_runs_from_the_image_and_envoy_loads_its_filter_and_module() {
     require_root();
     let image = Unpacked::new();
     let root = image.rootfs();
 
-    // deploy/'s init container: the image's `cp` copies the filter into Envoy's volume.
-    let volume = root.join("etc/sandgate/wasm");
-    std::fs::create_dir_all(&volume).unwrap();
-    run(Command::new("chown").arg(USER).arg(&volume));
-    let copy = init_container_copy();
-    let status = image
-        .command(&copy[0])
-        .args(&copy[1..])
-        .stdin(Stdio::null())
-        .status()
-        .await
-        .expect("run the init container's command");
-    assert!(status.success(), "{copy:?} in the image: {status}");
-    let copied = root.join(copy.last().unwrap().trim_start_matches('/'));
+    // deploy/'s init containers: the image's `cp` copies the filter (deploy/base) and the
+    // module (deploy/native) into Envoy's volume.
+    let copied = copy_as_init_container(&image, "deploy/base/deployment.yaml").await;
     assert_eq!(
-        std::fs::read(&copied).unwrap(),
-        std::fs::read(root.join("usr/share/sandgate/sandgate_filter.wasm")).unwrap()
+        copied,
+        root.join("etc/sandgate/wasm/sandgate_filter.wasm"),
+        "deploy/base copies the filter"
+    );
+    let module = copy_as_init_container(&image, "deploy/native/deployment.yaml").await;
+    assert_eq!(
+        module,
+        root.join("etc/sandgate/native/libsandgate_native.so"),
+        "deploy/native copies the module"
     );
 
     // The resolver, configured as deploy/ configures it, against the emulator on loopback.
@@ -399,9 +455,12 @@ async fn resolver_runs_from_the_image_and_envoy_loads_its_filter() {
     wait_ready("/envoyextproc (from the image)", health, &mut go, &log).await;
     drop(go);
 
-    // Envoy accepts the Pod's configuration with the filter the init container copied.
+    // Envoy accepts both Pods' configurations with what their init containers copied: the
+    // filter, and the module (which Envoy loads, with the native Pod's gateway flags).
     run(Command::new(repo().join("scripts/deploy-check"))
         .arg("--wasm")
         .arg(&copied)
+        .arg("--native")
+        .arg(&module)
         .current_dir(repo()));
 }
