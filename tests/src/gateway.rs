@@ -290,22 +290,7 @@ impl Gateway {
 #[macro_export]
 macro_rules! every_entry {
     ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test]
-                async fn wasm() {
-                    super::$name($crate::gateway::Entry::Wasm).await
-                }
-                #[tokio::test]
-                async fn ext_proc() {
-                    super::$name($crate::gateway::Entry::ExtProc).await
-                }
-                #[tokio::test]
-                async fn native() {
-                    super::$name($crate::gateway::Entry::Native).await
-                }
-            }
-        )*
+        $crate::entry_cases!([Wasm wasm, ExtProc ext_proc, Native native] $($name),*);
     };
 }
 
@@ -316,17 +301,25 @@ macro_rules! every_entry {
 #[macro_export]
 macro_rules! entries_with_a_resolver_process {
     ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
+        $crate::entry_cases!([Wasm wasm, ExtProc ext_proc] $($name),*);
+    };
+}
+
+/// One `#[tokio::test]` per listed entry (`Entry` variant, test name) for each case.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! entry_cases {
+    ($entries:tt $($name:ident),*) => {
+        $($crate::entry_cases!(@case $entries $name);)*
+    };
+    (@case [$($entry:ident $test:ident),*] $name:ident) => {
+        mod $name {
+            $(
                 #[tokio::test]
-                async fn wasm() {
-                    super::$name($crate::gateway::Entry::Wasm).await
+                async fn $test() {
+                    super::$name($crate::gateway::Entry::$entry).await
                 }
-                #[tokio::test]
-                async fn ext_proc() {
-                    super::$name($crate::gateway::Entry::ExtProc).await
-                }
-            }
-        )*
+            )*
+        }
     };
 }

@@ -170,12 +170,12 @@ async fn a_new_envoy_finds_the_routing_state_where_it_was(entry: Entry) {
             .ip("127.0.0.11")
             .json(),
     );
-    gw.kube
-        .control()
-        .await
-        .push("sb-a", "acme", "pod-a")
-        .await
-        .expect("push");
+    // What the controller does when sb-a starts.
+    let push = async |gw: &Gateway| {
+        let mut control = gw.kube.control().await;
+        control.push("sb-a", "acme", "pod-a").await.expect("push");
+    };
+    push(&gw).await;
     let path = format!("/sandboxes/sb-a/{port}/");
     let key = [("x-api-key", ACME_KEY)];
     let r = gw.get_until(&path, &key, 200, PROPAGATION).await;
@@ -188,12 +188,7 @@ async fn a_new_envoy_finds_the_routing_state_where_it_was(entry: Entry) {
         // pushes again.
         let r = gw.get(&path, &key).await;
         assert_eq!(r.json()["code"], "sandbox_not_found", "{}", r.body);
-        gw.kube
-            .control()
-            .await
-            .push("sb-a", "acme", "pod-a")
-            .await
-            .expect("push");
+        push(&gw).await;
     }
     let r = gw.get(&path, &key).await;
     assert_eq!(
