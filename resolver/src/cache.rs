@@ -150,11 +150,7 @@ impl RouteCache {
         let mut removed = 0;
         for (i, shard) in self.shards.iter().enumerate() {
             // Most sweeps find nothing: check the live map before paying for a clone.
-            if !shard
-                .load()
-                .values()
-                .any(|r| r.expires_at_ms <= now)
-            {
+            if !shard.load().values().any(|r| r.expires_at_ms <= now) {
                 continue;
             }
             self.update(i, |m| {

@@ -65,7 +65,12 @@ async fn a_panic_in_a_hook_fails_its_request_closed_and_envoy_lives_on() {
             );
         }
         let r = gw.get(&path, &[key]).await;
-        assert_eq!(r.json()["sandbox"], "sb-a", "after round {round}: {}", r.body);
+        assert_eq!(
+            r.json()["sandbox"],
+            "sb-a",
+            "after round {round}: {}",
+            r.body
+        );
         echo(&mut ws, format!("round {round}")).await;
     }
 
@@ -78,7 +83,11 @@ async fn a_panic_in_a_hook_fails_its_request_closed_and_envoy_lives_on() {
             .all(|hook| log.matches(&caught(hook)).count() == 20)
     })
     .await;
-    assert!(all_logged, "20 caught panics per hook:\n{}", gw.envoy.logs());
+    assert!(
+        all_logged,
+        "20 caught panics per hook:\n{}",
+        gw.envoy.logs()
+    );
     // The control plane and metrics inside the same process answer too.
     let (status, _) = gw.kube.resolver.http_get("/readyz", None).await;
     assert_eq!(status, 200);

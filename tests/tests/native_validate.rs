@@ -22,8 +22,8 @@ fn validate(config: &str) -> (bool, String) {
         .current_dir(repo_root())
         .output()
         .expect("run envoy --mode validate");
-    let log = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), log)
 }
 
@@ -49,7 +49,10 @@ fn the_shipped_configuration_validates_and_starts_nothing() {
     assert!(ok, "{log}");
     assert!(log.contains("ABI version v0.2.0 matched"), "{log}");
     assert!(log.contains("the gateway's flags are valid"), "{log}");
-    assert!(!log.contains("listening"), "validation started the gateway:\n{log}");
+    assert!(
+        !log.contains("listening"),
+        "validation started the gateway:\n{log}"
+    );
 }
 
 #[test]
