@@ -14,7 +14,7 @@ use sandgate_proto::ctrlplane::v1::control_plane_service_client::ControlPlaneSer
 use sandgate_tests::emulator::Emulator;
 use sandgate_tests::envoy::{Entry, Envoy, EnvoyOptions, SHIPPED_INTERNAL_TOKEN, repo_root};
 use sandgate_tests::fixtures::pod;
-use sandgate_tests::process::free_port;
+use sandgate_tests::process::{Resolver, free_port};
 use sandgate_tests::{echo, http};
 use tokio::process::{Child, Command};
 
@@ -36,6 +36,7 @@ const TOKEN_KEYS: &str = "'2026-11-01': YmVuY2ggc2lnbmluZyBrZXksIG5vdmVtYmVyIDIw
 pub struct Plan {
     pub name: &'static str,
     pub rounds: usize,
+    /// Before each measured run of a round (none when zero).
     pub warmup: Duration,
     pub measure: Duration,
     /// Each paired run (see [`report::Paired`]), once per round and paired configuration.
@@ -76,7 +77,8 @@ impl Plan {
         Plan {
             name: "smoke",
             rounds: 1,
-            warmup: Duration::from_secs(1),
+            // No warm-up: smoke times nothing, and it is part of `just test`'s budget.
+            warmup: Duration::ZERO,
             measure: Duration::from_secs(1),
             paired: Duration::from_secs(1),
             connections: 4,
@@ -98,16 +100,24 @@ pub struct RunArgs {
 }
 
 /// The HTTP configurations, in the order of every round.
-pub const CONFIGS: [&str; 8] = [
+pub const CONFIGS: [&str; 10] = [
     "direct",
     "noop_wasm",
+    "noop_native",
     "hostcalls_wasm",
     "null_wasm",
     "null_extproc",
     "wasm",
     "wasm_uncached",
     "extproc",
+    "native",
 ];
+
+/// sandgate's entries (the shipped configurations, deciding against a gateway); the others are
+/// `bench/envoy-floor.yaml` with at most one do-nothing filter.
+fn is_entry(config: &str) -> bool {
+    matches!(config, "wasm" | "wasm_uncached" | "extproc" | "native")
+}
 
 /// How a timed request authenticates: the tenant key in `x-api-key`, or an access token
 /// minted for the bench's sandbox and port in [`TOKEN_HEADER`] and no key.
@@ -127,15 +137,59 @@ impl Credential {
     }
 }
 
-/// The runs measured against `noop_wasm` in pairs (see [`report::Paired`]): the name reported,
-/// the configuration loaded, and the credential its requests — and `noop_wasm`'s beside them —
-/// carry. `wasm_token` is the cached entry again with token-authenticated requests, right after
-/// the key-authenticated run it is compared with.
-pub const PAIRED: [(&str, &str, Credential); 4] = [
-    ("hostcalls_wasm", "hostcalls_wasm", Credential::Key),
-    ("wasm", "wasm", Credential::Key),
-    ("wasm_token", "wasm", Credential::Token),
-    ("wasm_uncached", "wasm_uncached", Credential::Key),
+/// One paired run (see [`report::Paired`]): the name reported, the configuration loaded, the
+/// baseline loaded beside it, and the credential both receive.
+#[derive(Debug, Clone, Copy)]
+pub struct PairedRun {
+    pub name: &'static str,
+    pub config: &'static str,
+    pub baseline: &'static str,
+    pub credential: Credential,
+}
+
+const fn pair(
+    name: &'static str,
+    config: &'static str,
+    baseline: &'static str,
+    credential: Credential,
+) -> PairedRun {
+    PairedRun {
+        name,
+        config,
+        baseline,
+        credential,
+    }
+}
+
+/// The runs measured in pairs, in the order of every paired round. Most are against `noop_wasm`
+/// (the do-nothing wasm filter); `wasm_token` is the cached entry again with token-authenticated
+/// requests, right after the key-authenticated run it is compared with. The native module, the
+/// do-nothing one (`noop_native`, its floor) and the entry, is measured against both
+/// `noop_wasm` and `direct` (plain Envoy): `*_direct` names the latter pairs.
+pub const PAIRED: [PairedRun; 8] = [
+    pair(
+        "hostcalls_wasm",
+        "hostcalls_wasm",
+        "noop_wasm",
+        Credential::Key,
+    ),
+    pair("wasm", "wasm", "noop_wasm", Credential::Key),
+    pair("wasm_token", "wasm", "noop_wasm", Credential::Token),
+    pair(
+        "wasm_uncached",
+        "wasm_uncached",
+        "noop_wasm",
+        Credential::Key,
+    ),
+    pair("noop_native", "noop_native", "noop_wasm", Credential::Key),
+    pair("native", "native", "noop_wasm", Credential::Key),
+    pair(
+        "noop_native_direct",
+        "noop_native",
+        "direct",
+        Credential::Key,
+    ),
+    pair("native_direct", "native", "direct", Credential::Key),
 ];
 
 /// The resolver's series that tell how the cached wasm entry was answered.
@@ -342,8 +396,10 @@ fn inventory_args(dir: &Path, pod_ip: &str) -> anyhow::Result<Vec<String>> {
     ])
 }
 
-/// The filter a floor configuration adds, as YAML at the http_filters indentation.
-fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
+/// The filter a floor configuration adds, as YAML at the http_filters indentation: the
+/// do-nothing wasm filter (`null_filter`) in one of its modes, ext_proc, or the native module
+/// (`native_module`) in its do-nothing mode, which starts no gateway.
+fn floor_filter(config: &str, null_filter: &Path, native_module: &Path) -> anyhow::Result<String> {
     let wasm = |mode: &str| {
         format!(
             r#"                  - name: envoy.filters.http.wasm
@@ -370,6 +426,23 @@ fn floor_filter(config: &str, null_filter: &Path) -> anyhow::Result<String> {
         "noop_wasm" => wasm(r#""callout": false"#),
         "hostcalls_wasm" => wasm(r#""host_calls": true"#),
         "null_wasm" => wasm(r#""callout": true"#),
+        "noop_native" => format!(
+            r#"                  - name: sandgate
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+                      dynamic_module_config:
+                        name: sandgate_native
+                        module:
+                          local:
+                            filename: {}
+                      filter_name: sandgate
+                      filter_config:
+                        "@type": type.googleapis.com/google.protobuf.Struct
+                        value:
+                          noop: true
+"#,
+            native_module.display()
+        ),
         "null_extproc" => r#"                  - name: envoy.filters.http.ext_proc
                     typed_config:
                       "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
@@ -426,7 +499,15 @@ async fn through_envoy(
         "target/wasm/sandgate_null_filter.wasm",
         "run `just wasm`",
     );
+    let native_module = sandgate_tests::envoy::artefact(
+        "SANDGATE_NATIVE",
+        "target/native/libsandgate_native.so",
+        "run `just native`",
+    );
     let mut envoys = Vec::new();
+    // The native entry's gateway, inside its Envoy (ready before anything is timed; its
+    // counters show that it routed every request the `native` runs were answered).
+    let mut native_gateway = None;
     for config in CONFIGS {
         let envoy = match config {
             "wasm" | "wasm_uncached" | "extproc" => {
@@ -448,6 +529,34 @@ async fn through_envoy(
                 })
                 .await
             }
+            "native" => {
+                // envoy-native.yaml as shipped, its gateway given the flags the resolver above
+                // runs with (the same inventory, keys and signing keys) on ports of its own.
+                let ports @ (grpc, control, http) = (loopback(), loopback(), loopback());
+                let mut gateway_args = vec![
+                    format!("--grpc-listen={grpc}"),
+                    format!("--control-listen={control}"),
+                    format!("--http-listen={http}"),
+                    format!("--admin-key={ADMIN_KEY}"),
+                    format!("--internal-token={SHIPPED_INTERNAL_TOKEN}"),
+                ];
+                gateway_args.extend(inventory_args(dir, "127.0.0.1")?);
+                let envoy = Envoy::start(&EnvoyOptions {
+                    entry: Entry::Native,
+                    resolver: grpc,
+                    resolver_http: http,
+                    activity_interval: Duration::from_secs(30),
+                    callout_timeout: Duration::from_secs(1),
+                    fail_closed: true,
+                    peer_ca: None,
+                    cache_ttl: None,
+                    gateway_args: gateway_args.clone(),
+                })
+                .await;
+                native_gateway =
+                    Some(Resolver::in_envoy(ports, envoy.log.clone(), gateway_args).await);
+                envoy
+            }
             floor_config => {
                 Envoy::launch(
                     &floor,
@@ -459,7 +568,7 @@ async fn through_envoy(
                         ),
                         (
                             "                  # FILTER\n",
-                            floor_filter(floor_config, &null_filter)?,
+                            floor_filter(floor_config, &null_filter, &native_module)?,
                         ),
                     ],
                 )
@@ -477,7 +586,7 @@ async fn through_envoy(
     // timed; sandgate's entries must also have rewritten the path and dropped the key, and
     // answer the token-authenticated request (no key) from the sandbox too.
     for (config, envoy) in &envoys {
-        let sandgate = matches!(*config, "wasm" | "wasm_uncached" | "extproc");
+        let sandgate = is_entry(config);
         let credentials: &[&[(&str, &str)]] = if sandgate {
             &[&headers, &token_headers]
         } else {
@@ -519,6 +628,7 @@ async fn through_envoy(
         connections: plan.connections,
         cpus: None,
     };
+    let native_gateway = native_gateway.context("native: no gateway")?;
     let mut runs: BTreeMap<&'static str, Vec<Run>> = BTreeMap::new();
     let (mut hits, mut resolved) = (0.0, 0.0);
     for round in 1..=plan.rounds {
@@ -529,13 +639,29 @@ async fn through_envoy(
             } else {
                 (0.0, 0.0)
             };
-            wrk.run(envoy.addr, &path, &headers, plan.warmup)
-                .await
-                .with_context(|| format!("{config} warm-up"))?;
+            let native_before = native_gateway.metric(ROUTED).await;
+            let warmed = if plan.warmup.is_zero() {
+                0
+            } else {
+                wrk.run(envoy.addr, &path, &headers, plan.warmup)
+                    .await
+                    .with_context(|| format!("{config} warm-up"))?
+                    .requests
+            };
             let run = wrk
                 .run(envoy.addr, &path, &headers, plan.measure)
                 .await
                 .with_context(|| config.to_string())?;
+            if *config == "native" {
+                // Every answered request was routed by the gateway inside Envoy (and nothing
+                // else routes through it: the other Envoys do not ask it).
+                let decided = native_gateway.metric(ROUTED).await - native_before;
+                ensure!(
+                    decided >= warmed + run.requests,
+                    "native: the gateway routed {decided} requests, wrk was answered {}",
+                    warmed + run.requests
+                );
+            }
             if cached {
                 // The filter reports its hits once a second: wait for the last report.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -650,7 +776,7 @@ impl Load<'_> {
     }
 }
 
-/// Each of [`PAIRED`] under load at the same moment as `noop_wasm`, their Envoys on core 0
+/// Each of [`PAIRED`] under load at the same moment as its baseline, their Envoys on core 0
 /// when `pin`; each charged the CPU time it spent per request.
 async fn paired(
     rounds: usize,
@@ -667,23 +793,28 @@ async fn paired(
             .and_then(|(_, e)| Some((e.pid()?, e.addr)))
             .with_context(|| format!("{name}: Envoy not running"))
     };
-    let noop = envoy("noop_wasm")?;
     let mut pinned = pin;
     if pin {
-        for (_, config, _) in PAIRED {
-            pinned &= set_affinity(envoy(config)?.0, "0");
+        for run in PAIRED {
+            pinned &= set_affinity(envoy(run.config)?.0, "0");
+            pinned &= set_affinity(envoy(run.baseline)?.0, "0");
         }
-        pinned &= set_affinity(noop.0, "0");
     }
-    println!("== paired against noop_wasm (Envoys on one core: {pinned})");
+    println!("== paired, each beside its baseline (Envoys on one core: {pinned})");
     let per_second = clock_ticks_per_second()?;
     let us_per_request =
         |ticks: u64, requests: u64| ticks as f64 * 1e6 / per_second as f64 / requests.max(1) as f64;
     let mut runs: BTreeMap<&'static str, Vec<Pair>> = BTreeMap::new();
     let (mut token_hits, mut token_resolved) = (0.0, 0.0);
     for round in 1..=rounds {
-        for (name, config, credential) in PAIRED {
-            let other = envoy(config)?;
+        for PairedRun {
+            name,
+            config,
+            baseline,
+            credential,
+        } in PAIRED
+        {
+            let (base, other) = (envoy(baseline)?, envoy(config)?);
             let headers = load.headers(credential);
             let counted = credential == Credential::Token;
             let before_counters = if counted {
@@ -693,7 +824,8 @@ async fn paired(
             } else {
                 (0.0, 0.0)
             };
-            // Sandgate's entries are charged the resolver's time too: a miss is decided there.
+            // The wasm entries are charged the resolver's time too: a miss is decided there.
+            // The native entry's gateway runs inside its Envoy, so its time is the Envoy's.
             let charged = |pid: u32| -> anyhow::Result<u64> {
                 let server = match config {
                     "wasm" | "wasm_uncached" => cpu_ticks(resolver_pid)?,
@@ -701,30 +833,37 @@ async fn paired(
                 };
                 Ok(cpu_ticks(pid)? + server)
             };
-            let before = (cpu_ticks(noop.0)?, charged(other.0)?);
+            let before = (cpu_ticks(base.0)?, charged(other.0)?);
             let (a, b) = tokio::join!(
-                load.wrk.run(noop.1, load.path, headers, load.duration),
+                load.wrk.run(base.1, load.path, headers, load.duration),
                 load.wrk.run(other.1, load.path, headers, load.duration),
             );
             let (a, b) = (
-                a.context("noop_wasm, paired")?,
+                a.with_context(|| format!("{baseline} beside {name}, paired"))?,
                 b.with_context(|| format!("{name}, paired"))?,
             );
-            let after = (cpu_ticks(noop.0)?, charged(other.0)?);
+            let after = (cpu_ticks(base.0)?, charged(other.0)?);
             if counted {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 token_hits += resolver.metric(HITS).await? - before_counters.0;
                 token_resolved += resolver.metric(ROUTED).await? - before_counters.1;
             }
             let pair = Pair {
-                noop_rps: a.rps,
+                base_rps: a.rps,
                 rps: b.rps,
-                noop_cpu_us: us_per_request(after.0 - before.0, a.requests),
+                base_cpu_us: us_per_request(after.0 - before.0, a.requests),
                 cpu_us: us_per_request(after.1 - before.1, b.requests),
+                base_p99_ms: a.p99_ms,
+                p99_ms: b.p99_ms,
             };
             println!(
-                "round {round} {name:>14} beside noop_wasm: {:>7.0} / {:>7.0} req/s, {:>6.2} / {:>6.2} CPU µs per request",
-                pair.rps, pair.noop_rps, pair.cpu_us, pair.noop_cpu_us
+                "round {round} {name:>18} beside {baseline:<9}: {:>7.0} / {:>7.0} req/s, {:>6.2} / {:>6.2} CPU µs per request, p99 {:.2} / {:.2} ms",
+                pair.rps,
+                pair.base_rps,
+                pair.cpu_us,
+                pair.base_cpu_us,
+                pair.p99_ms,
+                pair.base_p99_ms
             );
             runs.entry(name).or_default().push(pair);
         }

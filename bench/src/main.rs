@@ -1,15 +1,17 @@
 //! `sandgate-bench`: how fast the gateway is, against the floor it stands on.
 //!
 //! `full` / `smoke` drive everything and write `report.json` + `report.md`: HTTP through
-//! Envoy (one worker) for eight configurations in interleaved rounds — plain Envoy, a do-nothing
-//! wasm filter (alone and making a cache hit's host calls), do-nothing wasm and ext_proc
-//! callouts, and sandgate's entries —, the cache-related ones again paired with the do-nothing
-//! filter (CPU per request, both loaded at once; the cached entry with the tenant key and with
+//! Envoy (one worker) for ten configurations in interleaved rounds — plain Envoy, a do-nothing
+//! wasm filter (alone and making a cache hit's host calls), the native module doing nothing,
+//! do-nothing wasm and ext_proc callouts, and sandgate's three entries —, the cache-related ones
+//! and the native ones again paired with a baseline (the do-nothing wasm filter, or plain
+//! Envoy; CPU per request, both loaded at once; the cached entry with the tenant key and with
 //! an access token), the resolver alone on one core, informer scale against the Kubernetes
-//! API emulator, and wake on traffic (a held request's release once its Pod runs, through both
-//! entries, and the resolver's memory per held request). The criterion numbers (`cargo bench
-//! -p sandgate-resolver`, run by `just bench` first) are read from target/criterion. `null` and
-//! `rpc-load` are the helper processes the driver starts.
+//! API emulator, and wake on traffic (a held request's release once its Pod runs, through the
+//! wasm and ext_proc entries, and the resolver's memory per held request). The criterion
+//! numbers (`cargo bench -p sandgate-resolver` and `-p sandgate-bench --bench native`, run by
+//! `just bench` first) are read from target/criterion. `null` and `rpc-load` are the helper
+//! processes the driver starts.
 
 mod drive;
 mod null;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::drive::{Credential, Plan};
+use crate::drive::{PairedRun, Plan};
 use crate::wrk::Run;
 
 pub struct Alone {
@@ -17,28 +17,34 @@ pub struct Alone {
     pub push_rps: f64,
 }
 
-/// One paired run: `noop_wasm` and another configuration under load at the same time, their
-/// Envoys sharing one core, each charged the CPU time it spent per request.
+/// One paired run: a configuration and its baseline (`noop_wasm`, or `direct` for the `*_direct`
+/// runs) under the same load at the same time, their Envoys sharing one core, each charged the
+/// CPU time it spent per request.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Pair {
-    pub noop_rps: f64,
+    pub base_rps: f64,
     pub rps: f64,
-    /// CPU time per request, µs: `noop_wasm`'s Envoy.
-    pub noop_cpu_us: f64,
-    /// The configuration's Envoy, plus the resolver it asks (sandgate's entries).
+    /// CPU time per request, µs: the baseline's Envoy.
+    pub base_cpu_us: f64,
+    /// The configuration's Envoy, plus the resolver it asks (the wasm entries; the native
+    /// entry's gateway is inside its Envoy).
     pub cpu_us: f64,
+    /// wrk's p99 latency, ms: the baseline's and the configuration's.
+    pub base_p99_ms: f64,
+    pub p99_ms: f64,
 }
 
 impl Pair {
-    /// Requests per CPU-second against the do-nothing filter's, in the same moment.
+    /// Requests per CPU-second against the baseline's, in the same moment.
     fn ratio(&self) -> f64 {
-        self.noop_cpu_us / self.cpu_us
+        self.base_cpu_us / self.cpu_us
     }
 }
 
-/// The paired measurement's runs by name (a configuration, or `wasm_token`: the cached entry
-/// with token-authenticated requests), whether its Envoys shared one core, and the share of
-/// `wasm_token`'s requests its filter answered from the cache.
+/// The paired measurement's runs by name (see [`crate::drive::PAIRED`]: a configuration, or
+/// `wasm_token`: the cached entry with token-authenticated requests, or `*_direct`: against
+/// plain Envoy), whether its Envoys shared one core, and the share of `wasm_token`'s requests
+/// its filter answered from the cache.
 pub struct Paired {
     pub pinned: bool,
     pub runs: BTreeMap<&'static str, Vec<Pair>>,
@@ -84,8 +90,9 @@ impl Held {
     }
 }
 
-/// Report key → criterion id (target/criterion/<id>/new/estimates.json).
-const CRITERION: [(&str, &str); 10] = [
+/// Report key → criterion id (target/criterion/<id>/new/estimates.json): the resolver's
+/// (resolver/benches/resolver.rs) and the native entry's decision (bench/benches/native.rs).
+const CRITERION: [(&str, &str); 11] = [
     ("cache_get_ns_10k", "cache_get/10k"),
     ("cache_get_ns_1m", "cache_get/1m"),
     ("decide_ns_pushed_route", "decide/pushed_route"),
@@ -99,6 +106,7 @@ const CRITERION: [(&str, &str); 10] = [
     ("key_check_ns_near_miss", "keys/near_miss"),
     ("key_check_ns_valid", "keys/valid"),
     ("token_verify_ns", "tokens/verify"),
+    ("native_decision_ns", "native/decision"),
 ];
 
 /// Mean time per iteration of each criterion benchmark, in ns, or all `None` when not
@@ -230,12 +238,9 @@ pub struct Report {
     criterion: BTreeMap<&'static str, Option<f64>>,
 }
 
-/// The configuration a paired run loaded and the credential its requests carried.
-fn paired_config(name: &str) -> Option<(&'static str, Credential)> {
-    crate::drive::PAIRED
-        .iter()
-        .find(|(n, ..)| *n == name)
-        .map(|(_, config, credential)| (*config, *credential))
+/// What a paired run loaded: the configuration, its baseline, the credential.
+fn paired_run(name: &str) -> Option<PairedRun> {
+    crate::drive::PAIRED.into_iter().find(|r| r.name == name)
 }
 
 /// Enough digits to tell 0.8996 from 0.9, none to spare on 110829 calls/s.
@@ -290,7 +295,7 @@ fn count_label(n: usize) -> String {
 }
 
 /// The issues' targets: (key, goal, higher is better).
-const TARGETS: [(&str, f64, bool); 11] = [
+const TARGETS: [(&str, f64, bool); 14] = [
     ("ratio_to_noop_filter_cached", 0.90, true),
     // Token-authenticated requests through the cached entry: no worse than 0.02 below
     // key-authenticated ones (key ratio − token ratio, paired rounds side by side).
@@ -306,6 +311,12 @@ const TARGETS: [(&str, f64, bool); 11] = [
     // costs the resolver at most 4 KiB while held (10,000 at once).
     ("wake_release_ms_p99", 50.0, false),
     ("held_bytes_per_request", 4096.0, false),
+    // The native entry (filter-native/): at least the do-nothing wasm filter's requests per
+    // CPU-second, at least 0.85 of plain Envoy's (both paired), and at most 0.2 ms on plain
+    // Envoy's p99 under the same load.
+    ("ratio_to_noop_filter_native", 1.0, true),
+    ("ratio_to_direct_native", 0.85, true),
+    ("p99_added_ms_native", 0.2, false),
 ];
 
 impl Report {
@@ -366,8 +377,8 @@ impl Report {
         self.per_round(a, b, |x, y| x.rps / y.rps)
     }
 
-    /// Median over rounds of `config`'s paired ratio (NaN, reported as no number, when it was
-    /// not paired).
+    /// Median over rounds of `config`'s paired ratio against its baseline (NaN, reported as no
+    /// number, when it was not paired).
     fn paired_ratio(&self, config: &str) -> f64 {
         column(self.pairs(config), Pair::ratio)
     }
@@ -401,6 +412,11 @@ impl Report {
         self.per_round(a, b, |x, y| x.p99_ms - y.p99_ms)
     }
 
+    /// Median over rounds of a paired run's p99 over its baseline's beside it, ms.
+    fn paired_p99_added(&self, name: &str) -> f64 {
+        column(self.pairs(name), |p| p.p99_ms - p.base_p99_ms)
+    }
+
     /// Every headline number by its report key.
     fn keys(&self) -> BTreeMap<String, Option<f64>> {
         let mut k: BTreeMap<String, Option<f64>> = BTreeMap::new();
@@ -413,6 +429,33 @@ impl Report {
             self.ratio("wasm_uncached", "direct"),
         );
         put("throughput_ratio_extproc", self.ratio("extproc", "direct"));
+        put("throughput_ratio_native", self.ratio("native", "direct"));
+        put(
+            "throughput_ratio_noop_native",
+            self.ratio("noop_native", "direct"),
+        );
+        // The native entry, paired: against the do-nothing wasm filter and plain Envoy; its
+        // floor (the module doing nothing) against both; and the entry against its floor.
+        put("ratio_to_noop_filter_native", self.paired_ratio("native"));
+        put("ratio_to_direct_native", self.paired_ratio("native_direct"));
+        put(
+            "ratio_noop_native_to_noop_filter",
+            self.paired_ratio("noop_native"),
+        );
+        put(
+            "ratio_noop_native_to_direct",
+            self.paired_ratio("noop_native_direct"),
+        );
+        put(
+            "ratio_to_native_floor_native",
+            self.paired_between("native_direct", "noop_native_direct"),
+        );
+        // p99 over plain Envoy's: `p99_added_ms_native` (below) from the runs one after the
+        // other, as every p99 figure; this one from the paired runs, both at the same moment.
+        put(
+            "p99_added_ms_native_paired",
+            self.paired_p99_added("native_direct"),
+        );
         // The decision cache against its ceiling, a wasm filter that does nothing, by CPU time
         // per request with both under load at once (see `Paired`); cache off beside it.
         put("ratio_to_noop_filter_cached", self.paired_ratio("wasm"));
@@ -482,6 +525,8 @@ impl Report {
             "extproc",
             "null_wasm",
             "null_extproc",
+            "native",
+            "noop_native",
         ] {
             put(
                 &format!("p99_added_ms_{config}"),
@@ -560,12 +605,15 @@ impl Report {
                 (
                     name.to_string(),
                     json!({
-                        "config": paired_config(name).map(|(config, _)| config),
-                        "credential": paired_config(name).map(|(_, c)| c.header()),
+                        "config": paired_run(name).map(|r| r.config),
+                        "baseline": paired_run(name).map(|r| r.baseline),
+                        "credential": paired_run(name).map(|r| r.credential.header()),
                         "runs": runs,
                         "median_ratio": self.paired_ratio(name),
                         "median_cpu_us": column(runs, |p| p.cpu_us),
-                        "median_noop_cpu_us": column(runs, |p| p.noop_cpu_us),
+                        "median_base_cpu_us": column(runs, |p| p.base_cpu_us),
+                        "median_p99_ms": column(runs, |p| p.p99_ms),
+                        "median_base_p99_ms": column(runs, |p| p.base_p99_ms),
                     }),
                 )
             })
@@ -590,7 +638,7 @@ impl Report {
                      "warmup_s": self.warmup_s, "measure_s": self.measure_s, "rounds": self.rounds,
                      "envoy_workers": 1, "order": crate::drive::CONFIGS},
             "configs": configs,
-            "paired": {"baseline": "noop_wasm", "pinned_to_one_core": self.paired.pinned,
+            "paired": {"pinned_to_one_core": self.paired.pinned,
                        "rounds": self.rounds, "configs": paired},
             "resolver_alone": {"pinned_to_one_core": self.alone.pinned},
             "informer": self.informer.iter().map(|i| json!({"pods": i.pods, "sync_s": i.sync_s, "rss_bytes": i.rss_bytes})).collect::<Vec<_>>(),
@@ -641,9 +689,9 @@ impl Report {
                 self.ratio(config, "direct")
             );
         }
-        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `hostcalls_wasm`: the same filter making only the host calls a routed cache hit makes (read the headers, remove one, read the clock, set the destination filter state, rewrite `:path`). `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's two entries (envoy.yaml, envoy-extproc.yaml) with the resolver; `wasm` with its decision cache as shipped, `wasm_uncached` with `cache.ttl_ms: 0`. `*_cached` / `*_uncached` keys compare against `noop_wasm`: `ratio_*` ones by the paired runs below, `throughput_*` and `p99_*` ones by these; `ratio_to_null_wasm` is the uncached entry against the do-nothing callout (these runs).\n\n";
+        s += "\n`direct`: Envoy straight to the echo upstream. `noop_wasm`: a wasm filter that does nothing. `hostcalls_wasm`: the same filter making only the host calls a routed cache hit makes (read the headers, remove one, read the clock, set the destination filter state, rewrite `:path`). `null_wasm` / `null_extproc`: a do-nothing wasm filter making one gRPC callout / ext_proc, each to a do-nothing server. `wasm` / `extproc`: sandgate's entries (envoy.yaml, envoy-extproc.yaml) with the resolver; `wasm` with its decision cache as shipped, `wasm_uncached` with `cache.ttl_ms: 0`. `noop_native`: the native entry's module (`libsandgate_native.so`, an Envoy dynamic module) doing nothing (`noop: true`: no gateway, every hook passes), the floor of any native filter. `native`: the native entry as shipped (envoy-native.yaml), deciding in Envoy's worker against the resolver's gateway inside Envoy, which reads the same inventory and keys as the resolver. `*_cached` / `*_uncached` keys compare against `noop_wasm`: `ratio_*` ones by the paired runs below, `throughput_*` and `p99_*` ones by these; `ratio_to_null_wasm` is the uncached entry against the do-nothing callout (these runs). `*_native` keys: `ratio_*` by the paired runs below (against `noop_wasm`, or against `direct` for `ratio_to_direct_native` and `ratio_noop_native_to_direct`), `throughput_*` and `p99_added_ms_*` against `direct` by these.\n\n";
         s += &format!(
-            "Paired against `noop_wasm` ({} round(s)): both under the same load at the same time, their Envoys {}, each charged the CPU time (user + system, from /proc) its Envoy — and for sandgate's entries the resolver — spent per request. Both see the same machine at the same moment, so a shared machine's drift, which moves runs one after the other by ±10 %, cancels; the ratio is requests per CPU-second against the do-nothing filter's:\n\n",
+            "Paired ({} round(s)), each beside its baseline (`noop_wasm`, or `direct` for the `*_direct` runs): both under the same load at the same time, their Envoys {}, each charged the CPU time (user + system, from /proc) its Envoy — and for the wasm entries the resolver; the native entry's gateway is inside its Envoy — spent per request. Both see the same machine at the same moment, so a shared machine's drift, which moves runs one after the other by ±10 %, cancels; the ratio is requests per CPU-second against the baseline's:\n\n",
             self.rounds,
             if self.paired.pinned {
                 "pinned to one core"
@@ -651,18 +699,26 @@ impl Report {
                 "on any core (not pinned)"
             }
         );
-        s += "| configuration | req/s (noop beside it) | CPU µs/request (noop) | × noop_wasm |\n|---|---:|---:|---:|\n";
-        for (config, runs) in &self.paired.runs {
+        s += "| run | baseline | req/s (baseline beside it) | CPU µs/request (baseline) | p99 ms (baseline) | × baseline |\n|---|---|---:|---:|---:|---:|\n";
+        for run in crate::drive::PAIRED {
+            let runs = self.pairs(run.name);
+            if runs.is_empty() {
+                continue;
+            }
             s += &format!(
-                "| {config} | {:.0} ({:.0}) | {:.2} ({:.2}) | {:.4} |\n",
+                "| {} | {} | {:.0} ({:.0}) | {:.2} ({:.2}) | {:.2} ({:.2}) | {:.4} |\n",
+                run.name,
+                run.baseline,
                 column(runs, |p| p.rps),
-                column(runs, |p| p.noop_rps),
+                column(runs, |p| p.base_rps),
                 column(runs, |p| p.cpu_us),
-                column(runs, |p| p.noop_cpu_us),
-                self.paired_ratio(config)
+                column(runs, |p| p.base_cpu_us),
+                column(runs, |p| p.p99_ms),
+                column(runs, |p| p.base_p99_ms),
+                self.paired_ratio(run.name)
             );
         }
-        s += "\nEvery paired run but `wasm_token` authenticates with the tenant key (`x-api-key`), `noop_wasm` beside it receiving the same request; `wasm_token` is the cached entry again with an access token minted for the sandbox and port in `x-access-token` and no key (both Envoys receiving that). `token_ratio_gap_cached` is `wasm`'s ratio minus `wasm_token`'s, round by round.\n";
+        s += "\nEvery paired run but `wasm_token` authenticates with the tenant key (`x-api-key`), its baseline beside it receiving the same request; `wasm_token` is the cached entry again with an access token minted for the sandbox and port in `x-access-token` and no key (both Envoys receiving that). `token_ratio_gap_cached` is `wasm`'s ratio minus `wasm_token`'s, round by round.\n";
         let held = &self.wake.held;
         s += &format!(
             "\nWake on traffic (the resolver watching the Kubernetes API emulator, holds on): `wake_release_ms_*` is, per entry ({}), the time from just before a held request's Pod is flipped from `starting` to `running` through the emulator to the sandbox's 200 reaching the client, over {} trial(s) of a fresh sandbox each (no suffix: wasm). `held_bytes_per_request` is the resolver's RSS growth with {} requests held at once on one starting sandbox (in `WaitMany` calls of 100, as a filter VM carries them) over {} HTTP/2 connection(s) opened and warmed before the idle reading ({:.1} → {:.1} MiB), divided by the requests; `held_after_cancel` is its held gauge once every call was cancelled (RSS then {:.1} MiB).\n",
@@ -735,12 +791,15 @@ mod tests {
         }
     }
 
-    fn pair(noop_cpu_us: f64, cpu_us: f64) -> Pair {
+    /// A pair whose p99s are its CPU times in ms (µs / 10).
+    fn pair(base_cpu_us: f64, cpu_us: f64) -> Pair {
         Pair {
-            noop_rps: 1e6 / noop_cpu_us,
+            base_rps: 1e6 / base_cpu_us,
             rps: 1e6 / cpu_us,
-            noop_cpu_us,
+            base_cpu_us,
             cpu_us,
+            base_p99_ms: base_cpu_us / 10.0,
+            p99_ms: cpu_us / 10.0,
         }
     }
 
@@ -768,6 +827,15 @@ mod tests {
                     ("wasm", vec![pair(40.0, 50.0), pair(20.0, 25.0)]),
                     // 0.78 and 0.76 against the key's 0.8 and 0.8.
                     ("wasm_token", vec![pair(39.0, 50.0), pair(19.0, 25.0)]),
+                    // The native entry: 1.1 of noop_wasm, 0.9 of direct; its floor 0.96 of
+                    // direct.
+                    ("native", vec![pair(44.0, 40.0), pair(22.0, 20.0)]),
+                    ("noop_native", vec![pair(40.0, 38.0), pair(20.0, 19.0)]),
+                    ("native_direct", vec![pair(36.0, 40.0), pair(18.0, 20.0)]),
+                    (
+                        "noop_native_direct",
+                        vec![pair(24.0, 25.0), pair(12.0, 12.5)],
+                    ),
                 ]),
                 token_cache_hit_rate: 0.98,
             },
@@ -795,6 +863,7 @@ mod tests {
             criterion: BTreeMap::from([
                 ("cache_get_ns_1m", Some(150.0)),
                 ("token_verify_ns", Some(900.0)),
+                ("native_decision_ns", Some(1500.0)),
             ]),
         }
     }
@@ -824,6 +893,7 @@ mod tests {
                 ("null_wasm", vec![run(600.0, 3.0), run(1200.0, 2.0)]),
                 ("wasm", vec![run(760.0, 2.75), run(1520.0, 1.75)]),
                 ("wasm_uncached", vec![run(500.0, 4.0), run(1000.0, 2.0)]),
+                ("native", vec![run(900.0, 2.1), run(1800.0, 1.2)]),
             ],
             vec![
                 Informer {
@@ -888,6 +958,28 @@ mod tests {
         assert_eq!(met("token_verify_ns"), json!(true));
         assert_eq!(met("wake_release_ms_p99"), json!(false));
         assert_eq!(met("held_bytes_per_request"), json!(true));
+        // The native entry: paired against each baseline; p99 over direct's by round (0.1 and
+        // 0.2: median 0.15); its decision from criterion.
+        assert_eq!(k["ratio_to_noop_filter_native"], Some(1.1));
+        assert_eq!(k["ratio_to_direct_native"], Some(0.9));
+        assert_eq!(k["ratio_noop_native_to_direct"], Some(0.96));
+        assert_eq!(k["ratio_noop_native_to_noop_filter"], Some(40.0 / 38.0));
+        let floor = k["ratio_to_native_floor_native"].unwrap();
+        assert!((floor - 0.9 / 0.96).abs() < 1e-9, "{floor}");
+        let p99 = k["p99_added_ms_native"].unwrap();
+        assert!((p99 - 0.15).abs() < 1e-9, "{p99}");
+        let paired_p99 = k["p99_added_ms_native_paired"].unwrap();
+        assert!((paired_p99 - 0.3).abs() < 1e-9, "{paired_p99}");
+        assert_eq!(k["throughput_ratio_native"], Some(0.9));
+        assert_eq!(k["native_decision_ns"], Some(1500.0));
+        // noop_native ran no sequential round here: no number, not a zero.
+        assert_eq!(k["throughput_ratio_noop_native"], None);
+        assert_eq!(met("ratio_to_noop_filter_native"), json!(true));
+        assert_eq!(met("ratio_to_direct_native"), json!(true));
+        assert_eq!(met("p99_added_ms_native"), json!(true));
+        let native = &json["paired"]["configs"]["native_direct"];
+        assert_eq!(native["config"], "native");
+        assert_eq!(native["baseline"], "direct");
         let token = &json["paired"]["configs"]["wasm_token"];
         assert_eq!(token["config"], "wasm");
         assert_eq!(token["credential"], "x-access-token");
@@ -900,7 +992,19 @@ mod tests {
         );
         assert!(md.contains("| `token_ratio_gap_cached` | 0.0300 | ≤ 0.02 | **short** |"));
         assert!(
-            md.contains("| wasm | 30000 (37500) | 37.50 (30.00) | 0.8000 |"),
+            md.contains(
+                "| wasm | noop_wasm | 30000 (37500) | 37.50 (30.00) | 3.75 (3.00) | 0.8000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| native_direct | direct | 37500 (41667) | 30.00 (27.00) | 3.00 (2.70) | 0.9000 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `ratio_to_direct_native` | 0.9000 | ≥ 0.85 | met |"),
             "{md}"
         );
     }
