@@ -184,7 +184,7 @@ fn decide<'a, R>(
     black_box(strip);
     let target = parsed.ok()?;
     let client = Some(std::net::IpAddr::V4(Ipv4Addr::new(10, 200, 3, 7)));
-    let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
+    let others = target.other_credential_values();
     let decision = {
         let _context = live.runtime.enter();
         let mut answer = pin!(live.gateway.answer(Facts::of(&target, &others, client)));

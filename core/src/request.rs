@@ -171,6 +171,13 @@ pub struct Target<'a> {
     pub by_path: bool,
 }
 
+impl<'a> Target<'a> {
+    /// The values of [`Target::other_credentials`], in order: what the resolver is asked about.
+    pub fn other_credential_values(&self) -> Vec<&'a str> {
+        self.other_credentials.iter().map(|(_, v)| *v).collect()
+    }
+}
+
 /// How an entry carries out a decision that sends the request on: the destination it pins,
 /// the `:path` a local route rewrites, the header writes of a forward in order (each after
 /// every gateway header is removed), and whether the route must be matched again. The wasm

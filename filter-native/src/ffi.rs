@@ -10,7 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crate::abi::*;
 use crate::config::ModuleConfig;
 use crate::embedded::{self, Embedded};
-use crate::filter::{Filter, Flow, refuse};
+use crate::filter::{Filter, Flow, refuse, unavailable_deny};
 use crate::host::{Headers, Host, Wake};
 
 /// Runs a hook's `body`; on a panic logs it and returns `fallback()` (itself guarded: a panic
@@ -35,10 +35,7 @@ fn guard<T>(hook: &str, body: impl FnOnce() -> T, fallback: impl FnOnce() -> T, 
 
 /// The stream's 503, sent from a hook that panicked.
 fn fail_closed(filter: FilterEnvoyPtr, hook: &str) {
-    let deny = sandgate_core::Deny::new(
-        sandgate_core::DenyCode::ResolverUnavailable,
-        format!("the gateway failed in {hook}"),
-    );
+    let deny = unavailable_deny(&format!("the gateway failed in {hook}"));
     refuse(&EnvoyHost { filter }, &deny);
 }
 
@@ -409,13 +406,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             forced_panic(&host, stream.as_deref_mut(), "request_headers");
             let flow = match stream {
                 Some(s) => s.filter.on_request_headers(&host),
-                None => refuse(
-                    &host,
-                    &sandgate_core::Deny::new(
-                        sandgate_core::DenyCode::ResolverUnavailable,
-                        "no filter for this stream",
-                    ),
-                ),
+                None => refuse(&host, &unavailable_deny("no filter for this stream")),
             };
             match flow {
                 Flow::Continue => REQUEST_HEADERS_STATUS_CONTINUE,

@@ -85,7 +85,7 @@ impl Filter {
         let client = host
             .source_address()
             .and_then(|a| sandgate_core::client_ip(&a));
-        let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
+        let others = target.other_credential_values();
         let held = match live.now(&embedded.runtime, Facts::of(&target, &others, client)) {
             Now::Decided(decision) => {
                 return apply(host, &live.grammar, &target, &decision, self.fail_closed);
@@ -115,8 +115,7 @@ impl Filter {
                 let made = match embedded.live() {
                     Some(live) => match live.grammar.parse_headers(&headers.pairs()) {
                         Ok(target) => {
-                            let others: Vec<&str> =
-                                target.other_credentials.iter().map(|(_, v)| *v).collect();
+                            let others = target.other_credential_values();
                             live.later(Facts::of(&target, &others, client), held).await
                         }
                         Err(deny) => Decision::Deny(deny),
@@ -225,7 +224,8 @@ fn route(host: &impl Host, routing: &Routing<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn unavailable_deny(why: &str) -> Deny {
+/// The refusal of a request the gateway could not decide.
+pub fn unavailable_deny(why: &str) -> Deny {
     Deny::new(DenyCode::ResolverUnavailable, why)
 }
 

@@ -102,7 +102,7 @@ impl ExtProc {
             Err(deny) => return refuse(&deny),
         };
         let api_key = target.api_key.map(|(k, _)| k);
-        let others: Vec<&str> = target.other_credentials.iter().map(|(_, v)| *v).collect();
+        let others = target.other_credential_values();
         let facts = Facts::of(&target, &others, client);
         let mut answer = self.gateway.answer(facts).await;
         if let Answer::Held { until } = answer {
