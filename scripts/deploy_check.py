@@ -213,12 +213,9 @@ class Variant:
                 if not image.startswith("envoyproxy/") and image != ours:
                     self.fail(f"{what}: container {c.get('name')} image {image} is not {ours} "
                               "(kustomization.yaml `images:`)")
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                self.fail(f"{what}: {e.message} at {list(e.path)}")
-            except Exception as e:  # an unknown kind or version is a failure too
-                self.fail(f"{what}: {e}")
+            error = schema_error(doc)
+            if error:
+                self.fail(f"{what}: {error}")
         if not WANTED_KINDS <= kinds:
             self.fail(f"missing kinds: {sorted(WANTED_KINDS - kinds)}")
         # Each Service's named target port is a port of the Pod's containers.
@@ -234,6 +231,17 @@ class Variant:
 
     def envoy_config(self) -> str:
         return self.find("ConfigMap", "sandgate-envoy").get("data", {}).get("envoy.yaml", "")
+
+
+def schema_error(doc: dict):
+    """Why `doc` is not valid for KUBERNETES (strict), or None."""
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return f"{e.message} at {list(e.path)}"
+    except Exception as e:  # an unknown kind or version is a failure too
+        return str(e)
+    return None
 
 
 def by_name(items: list) -> dict:
@@ -409,12 +417,9 @@ def main() -> None:
             if doc is None:
                 continue
             what = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                failures.append(f"{what}: {e.message} at {list(e.path)}")
-            except Exception as e:  # an unknown kind or version is a failure too
-                failures.append(f"{what}: {e}")
+            error = schema_error(doc)
+            if error:
+                failures.append(f"{what}: {error}")
 
     # Both variants as kustomize renders them.
     base = Variant("base", BASE, args.kubectl, failures)
